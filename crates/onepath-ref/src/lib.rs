@@ -1,0 +1,1 @@
+//! onepath-ref (stub)
