@@ -1,0 +1,229 @@
+use crate::pipeline::PipelineCache;
+use crate::{BackendChoice, GpuError};
+use wgpu::util::DeviceExt;
+
+/// How to open the GPU.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    pub backend: BackendChoice,
+    /// Ask for the OS's software adapter (lavapipe, WARP) even when a hardware one exists.
+    pub force_fallback: bool,
+}
+
+/// The optional capabilities the kernels may use. Variants are chosen from these and from
+/// nothing else, so one device always computes a given row the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceFeatures {
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub timestamps: bool,
+}
+
+/// An open device: adapter, device, queue, the features in use and a pipeline cache.
+pub struct Gpu {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub features: DeviceFeatures,
+    pub limits: wgpu::Limits,
+    pub(crate) pipelines: PipelineCache,
+}
+
+impl Gpu {
+    /// Opens the best adapter of the chosen backend (discrete, then integrated, then software).
+    pub async fn new(opts: &GpuOptions) -> Result<Gpu, GpuError> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = opts.backend.backends();
+        let instance = wgpu::Instance::new(desc);
+        let adapter = pick_adapter(&instance, opts).await?;
+        Self::from_adapter(adapter).await
+    }
+
+    /// Opens a device on `adapter`, enabling the optional features it has.
+    pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu, GpuError> {
+        let info = adapter.get_info();
+        let available = adapter.features();
+        let wanted =
+            wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let required_features = available & wanted;
+        // Ask for everything the adapter offers; the kernels themselves are written to fit
+        // WebGPU's default limits (256 invocations, 16 KiB of workgroup storage), so a larger
+        // limit only lets bigger tensors bind, it never changes which kernel runs.
+        let limits = adapter.limits();
+        let mut dd = wgpu::DeviceDescriptor::default();
+        dd.label = Some("onepath");
+        dd.required_features = required_features;
+        dd.required_limits = limits.clone();
+        let (device, queue) =
+            adapter
+                .request_device(&dd)
+                .await
+                .map_err(|source| GpuError::RequestDevice {
+                    adapter: info.name.clone(),
+                    source,
+                })?;
+        let features = DeviceFeatures {
+            shader_f16: required_features.contains(wgpu::Features::SHADER_F16),
+            subgroups: required_features.contains(wgpu::Features::SUBGROUP),
+            timestamps: required_features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        };
+        Ok(Gpu {
+            adapter,
+            device,
+            queue,
+            info,
+            features,
+            limits,
+            pipelines: PipelineCache::default(),
+        })
+    }
+
+    /// One line naming the adapter, backend and features, for logs and reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}, driver {} {}) f16={} subgroups={} timestamps={}",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info,
+            self.features.shader_f16,
+            self.features.subgroups,
+            self.features.timestamps
+        )
+    }
+
+    /// Largest byte size one storage binding may have on this device.
+    pub fn max_binding(&self) -> u64 {
+        u64::from(self.limits.max_storage_buffer_binding_size).min(self.limits.max_buffer_size)
+    }
+
+    /// A storage buffer holding `bytes` (also usable as copy source and destination).
+    pub fn storage_from(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer, GpuError> {
+        self.check_binding(bytes.len() as u64)?;
+        // wgpu rejects zero-sized bindings; keep one word so empty inputs stay valid.
+        let contents: &[u8] = if bytes.is_empty() { &[0; 4] } else { bytes };
+        Ok(self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            }))
+    }
+
+    /// An uninitialised (zeroed by wgpu) storage buffer of `size` bytes.
+    pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer, GpuError> {
+        self.check_binding(size)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A uniform buffer holding a small parameter block.
+    pub fn uniform_from(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytes,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    fn check_binding(&self, bytes: u64) -> Result<(), GpuError> {
+        let limit = self.max_binding();
+        if bytes > limit {
+            return Err(GpuError::TooLarge {
+                bytes,
+                limit,
+                which: "storage binding",
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until the queue is idle (native); a no-op on wasm, where the browser drives work.
+    pub fn wait_idle(&self) -> Result<(), GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Device {
+                what: "waiting for the queue".into(),
+                message: e.to_string(),
+            })?;
+        Ok(())
+    }
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+async fn pick_adapter(
+    instance: &wgpu::Instance,
+    opts: &GpuOptions,
+) -> Result<wgpu::Adapter, GpuError> {
+    let mut adapters = instance.enumerate_adapters(opts.backend.backends()).await;
+    if opts.force_fallback {
+        adapters.retain(|a| a.get_info().device_type == wgpu::DeviceType::Cpu);
+    }
+    adapters.sort_by_key(|a| rank(a.get_info().device_type));
+    match adapters.into_iter().next() {
+        Some(a) => Ok(a),
+        None => Err(GpuError::NoAdapter {
+            backend: opts.backend.to_string(),
+            seen: seen_adapters().await,
+        }),
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+async fn seen_adapters() -> String {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let all = instance.enumerate_adapters(wgpu::Backends::all()).await;
+    if all.is_empty() {
+        return "none".into();
+    }
+    all.iter()
+        .map(|a| {
+            let i = a.get_info();
+            format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn pick_adapter(
+    instance: &wgpu::Instance,
+    opts: &GpuOptions,
+) -> Result<wgpu::Adapter, GpuError> {
+    let ro = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        force_fallback_adapter: opts.force_fallback,
+        compatible_surface: None,
+        apply_limit_buckets: false,
+    };
+    instance
+        .request_adapter(&ro)
+        .await
+        .map_err(|e| GpuError::NoAdapter {
+            backend: opts.backend.to_string(),
+            seen: format!("none ({e}); does this browser have WebGPU enabled?"),
+        })
+}

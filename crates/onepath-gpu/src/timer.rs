@@ -1,0 +1,61 @@
+use crate::{Gpu, GpuError, read_buffer_as};
+
+/// GPU timestamps around compute passes (needs `TIMESTAMP_QUERY`; see [`Gpu::features`]).
+/// Pass `i` writes timestamps `2i` and `2i + 1`.
+pub struct GpuTimer {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    passes: u32,
+    period_ns: f64,
+}
+
+impl GpuTimer {
+    /// A timer for `passes` passes, or `None` when the device has no timestamp queries.
+    pub fn new(gpu: &Gpu, passes: u32) -> Option<GpuTimer> {
+        if !gpu.features.timestamps || passes == 0 {
+            return None;
+        }
+        let count = passes * 2;
+        let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("timer"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timer resolve"),
+            size: u64::from(count) * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        Some(GpuTimer {
+            set,
+            resolve,
+            passes,
+            period_ns: f64::from(gpu.queue.get_timestamp_period()),
+        })
+    }
+
+    /// Timestamp writes for pass `i`, to put in a `ComputePassDescriptor`.
+    pub fn writes(&self, i: u32) -> wgpu::ComputePassTimestampWrites<'_> {
+        assert!(i < self.passes, "timer pass {i} out of range");
+        wgpu::ComputePassTimestampWrites {
+            query_set: &self.set,
+            beginning_of_pass_write_index: Some(2 * i),
+            end_of_pass_write_index: Some(2 * i + 1),
+        }
+    }
+
+    /// Records the copy of all timestamps into the readable buffer; call before `finish()`.
+    pub fn resolve(&self, enc: &mut wgpu::CommandEncoder) {
+        enc.resolve_query_set(&self.set, 0..self.passes * 2, &self.resolve, 0);
+    }
+
+    /// Duration of each pass in nanoseconds.
+    pub async fn read_ns(&self, gpu: &Gpu) -> Result<Vec<f64>, GpuError> {
+        let ticks: Vec<u64> = read_buffer_as(gpu, &self.resolve).await?;
+        Ok(ticks
+            .chunks_exact(2)
+            .map(|p| p[1].saturating_sub(p[0]) as f64 * self.period_ns)
+            .collect())
+    }
+}

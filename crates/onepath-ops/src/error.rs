@@ -1,0 +1,33 @@
+use thiserror::Error;
+
+/// Bad input to an op, or a GPU failure while running it.
+#[derive(Debug, Error)]
+pub enum OpError {
+    #[error("head_dim {0} is not supported: use 64, 128, 256 or 512")]
+    HeadDim(usize),
+    #[error("{q_heads} query heads is not a multiple of {kv_heads} key/value heads")]
+    Heads { q_heads: usize, kv_heads: usize },
+    #[error("dimension `{name}` is zero: attention needs at least one {name}")]
+    ZeroDim { name: &'static str },
+    #[error("tensor `{name}` has {actual} elements but shape {shape} needs {expected}")]
+    Len {
+        name: &'static str,
+        shape: String,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("the mask is for {mask}, but the attention call is {call}")]
+    MaskShape { mask: String, call: String },
+    #[error("{what} = {value} is not allowed: {why}")]
+    Param {
+        what: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("{0} does not fit in 32-bit GPU addressing; split the call")]
+    TooBig(String),
+    #[error(transparent)]
+    Mask(#[from] onepath_mask::MaskError),
+    #[error(transparent)]
+    Gpu(#[from] onepath_gpu::GpuError),
+}

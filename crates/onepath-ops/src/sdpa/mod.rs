@@ -1,0 +1,276 @@
+//! One-path scaled dot-product attention.
+//!
+//! Every (sequence, query position, head) row is computed one way only: keys are cut into
+//! [`CHUNK`]-key chunks counted from the row's first key, each chunk is reduced in a fixed order
+//! (`wgsl/sdpa_chunk.wgsl`), and the chunk partials are folded left to right
+//! (`wgsl/sdpa_merge.wgsl`). Nothing about the rest of the call (batch, padding, mask form,
+//! prefill or decode, how rows are grouped into workgroups) reaches a row's arithmetic.
+//!
+//! Layouts: q and the output are f32 rows of `head_dim`; K and V are f16 (two per u32, no
+//! shader-f16 needed) or f32, and key `j` of a row lives at element `kv_base + j * kv_stride`.
+//! [`rect_rows`] builds rows for the usual `[B, H, T, D]` tensors; a token-major cache
+//! `[tokens, H_kv, D]` or a paged cache only needs other `kv_base`/`kv_stride` values.
+
+mod host;
+mod plan;
+mod rect;
+
+pub use host::KvData;
+pub use plan::{CHUNK, GROUP_ROWS, RowSpec, Wave, n_chunks, plan_rows};
+pub use rect::{Rect, rect_rows};
+
+use crate::{OpError, kernels};
+use onepath_gpu::{Gpu, GpuTimer};
+use std::sync::Arc;
+
+/// How K and V are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KvDType {
+    /// IEEE half, packed two per u32 (low half first).
+    F16,
+    F32,
+}
+
+impl KvDType {
+    pub fn bytes(self) -> usize {
+        match self {
+            KvDType::F16 => 2,
+            KvDType::F32 => 4,
+        }
+    }
+}
+
+/// What one SDPA call computes, per row: `softmax(scale * q.k [soft-capped]) . v`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SdpaConfig {
+    pub head_dim: usize,
+    pub kv_dtype: KvDType,
+    /// Multiplies q.k (Gemma 4 uses 1.0).
+    pub scale: f32,
+    /// `Some(c)`: scores become `c * tanh(s / c)`.
+    pub softcap: Option<f32>,
+}
+
+/// Head dims the kernel is written for (its P.V split needs `512 / head_dim` to be whole).
+pub const HEAD_DIMS: [usize; 4] = [64, 128, 256, 512];
+
+/// The compiled pipelines for one [`SdpaConfig`] on one device.
+pub struct Sdpa {
+    pub config: SdpaConfig,
+    chunk: Arc<wgpu::ComputePipeline>,
+    merge: Arc<wgpu::ComputePipeline>,
+}
+
+impl Sdpa {
+    /// Checks the configuration and compiles (or fetches from the cache) its two pipelines.
+    pub async fn new(gpu: &Gpu, config: SdpaConfig) -> Result<Sdpa, OpError> {
+        if !HEAD_DIMS.contains(&config.head_dim) {
+            return Err(OpError::HeadDim(config.head_dim));
+        }
+        if !config.scale.is_finite() {
+            return Err(OpError::Param {
+                what: "scale",
+                value: config.scale.to_string(),
+                why: "it must be finite",
+            });
+        }
+        if let Some(c) = config.softcap
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(OpError::Param {
+                what: "softcap",
+                value: c.to_string(),
+                why: "it must be finite and positive",
+            });
+        }
+        let d = config.head_dim as f64;
+        let f16 = if config.kv_dtype == KvDType::F16 {
+            1.0
+        } else {
+            0.0
+        };
+        let chunk = gpu
+            .pipeline(&kernels::SDPA_CHUNK, &[("D", d), ("KV_F16", f16)])
+            .await?;
+        let merge = gpu.pipeline(&kernels::SDPA_MERGE, &[("D", d)]).await?;
+        Ok(Sdpa {
+            config,
+            chunk,
+            merge,
+        })
+    }
+
+    /// Uploads the plan for `rows` and binds everything: the returned value can be encoded any
+    /// number of times (benchmarks reuse it; a decode step makes a new one).
+    pub fn prepare(
+        &self,
+        gpu: &Gpu,
+        rows: &[RowSpec],
+        kv_stride: u32,
+        bufs: SdpaBuffers<'_>,
+    ) -> Result<PreparedSdpa, OpError> {
+        let align = match self.config.kv_dtype {
+            KvDType::F16 => 8,
+            KvDType::F32 => 4,
+        };
+        if kv_stride % align != 0 || rows.iter().any(|r| r.kv_base % align != 0) {
+            return Err(OpError::Param {
+                what: "K/V stride or row base",
+                value: format!("stride {kv_stride}"),
+                why: "key rows must start on a 16-byte boundary",
+            });
+        }
+        let d = self.config.head_dim as u32;
+        let record = u64::from(d + 4) * 4;
+        let waves = plan_rows(rows, d, gpu.max_binding().min(256 << 20).max(record))?;
+        let mut passes = Vec::with_capacity(waves.len());
+        for w in &waves {
+            let plan = gpu.storage_from("sdpa plan", bytemuck::cast_slice(&w.plan))?;
+            let partials = gpu.storage("sdpa partials", u64::from(w.n_partials.max(1)) * record)?;
+            let (gx, gy) = grid(w.n_items);
+            let cp = ChunkParams {
+                kv_stride,
+                n_items: w.n_items,
+                rows_off: w.rows_off,
+                items_off: w.items_off,
+                bits_off: w.bits_off,
+                grid_x: gx,
+                scale: self.config.scale,
+                softcap: self.config.softcap.unwrap_or(0.0),
+            };
+            let cu = gpu.uniform_from("sdpa chunk params", bytemuck::bytes_of(&cp));
+            let chunk_bg = gpu.bind(
+                &self.chunk,
+                &[&cu, bufs.q, bufs.k, bufs.v, &plan, &partials],
+            );
+            let (my, mz) = grid(w.n_rows);
+            let mp = MergeParams {
+                n_rows: w.n_rows,
+                rows_off: w.rows_off,
+                grid_y: my,
+                pad: 0,
+            };
+            let mu = gpu.uniform_from("sdpa merge params", bytemuck::bytes_of(&mp));
+            let merge_bg = gpu.bind(&self.merge, &[&mu, &plan, &partials, bufs.out]);
+            passes.push(WavePass {
+                chunk_bg,
+                chunk_grid: (gx, gy),
+                merge_bg,
+                merge_grid: (d.div_ceil(64), my, mz),
+                _keep: [plan, partials, cu, mu],
+            });
+        }
+        Ok(PreparedSdpa {
+            chunk: self.chunk.clone(),
+            merge: self.merge.clone(),
+            passes,
+        })
+    }
+
+    /// Plans, encodes, submits and waits: `out` holds the result when this returns.
+    pub fn run(
+        &self,
+        gpu: &Gpu,
+        rows: &[RowSpec],
+        kv_stride: u32,
+        bufs: SdpaBuffers<'_>,
+    ) -> Result<(), OpError> {
+        let prepared = self.prepare(gpu, rows, kv_stride, bufs)?;
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        prepared.encode(&mut enc, None);
+        gpu.queue.submit([enc.finish()]);
+        gpu.wait_idle()?;
+        Ok(())
+    }
+}
+
+/// The buffers one call reads and writes (the plan and partials are made by [`Sdpa::prepare`]).
+#[derive(Clone, Copy)]
+pub struct SdpaBuffers<'a> {
+    pub q: &'a wgpu::Buffer,
+    pub k: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
+}
+
+/// A planned, bound call, ready to encode.
+pub struct PreparedSdpa {
+    chunk: Arc<wgpu::ComputePipeline>,
+    merge: Arc<wgpu::ComputePipeline>,
+    passes: Vec<WavePass>,
+}
+
+struct WavePass {
+    chunk_bg: wgpu::BindGroup,
+    chunk_grid: (u32, u32),
+    merge_bg: wgpu::BindGroup,
+    merge_grid: (u32, u32, u32),
+    _keep: [wgpu::Buffer; 4],
+}
+
+impl PreparedSdpa {
+    /// Number of compute passes [`encode`](Self::encode) records (two per wave).
+    pub fn n_passes(&self) -> u32 {
+        2 * self.passes.len() as u32
+    }
+
+    /// Records the passes; with a timer, pass `i` writes its timestamps to timer slot `i`.
+    pub fn encode(&self, enc: &mut wgpu::CommandEncoder, timer: Option<&GpuTimer>) {
+        for (i, w) in self.passes.iter().enumerate() {
+            let i = 2 * i as u32;
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("sdpa chunk"),
+                    timestamp_writes: timer.map(|t| t.writes(i)),
+                });
+                pass.set_pipeline(&self.chunk);
+                pass.set_bind_group(0, &w.chunk_bg, &[]);
+                if w.chunk_grid.0 > 0 {
+                    pass.dispatch_workgroups(w.chunk_grid.0, w.chunk_grid.1, 1);
+                }
+            }
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("sdpa merge"),
+                timestamp_writes: timer.map(|t| t.writes(i + 1)),
+            });
+            pass.set_pipeline(&self.merge);
+            pass.set_bind_group(0, &w.merge_bg, &[]);
+            let (x, y, z) = w.merge_grid;
+            if y > 0 {
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+    }
+}
+
+/// Splits `n` workgroups into a 2-D grid within WebGPU's 65535-per-dimension limit.
+fn grid(n: u32) -> (u32, u32) {
+    const MAX: u32 = 65535;
+    if n <= MAX {
+        (n, u32::from(n > 0))
+    } else {
+        (MAX, n.div_ceil(MAX))
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ChunkParams {
+    kv_stride: u32,
+    n_items: u32,
+    rows_off: u32,
+    items_off: u32,
+    bits_off: u32,
+    grid_x: u32,
+    scale: f32,
+    softcap: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MergeParams {
+    n_rows: u32,
+    rows_off: u32,
+    grid_y: u32,
+    pad: u32,
+}

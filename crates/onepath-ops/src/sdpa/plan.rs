@@ -1,0 +1,265 @@
+//! Host-side planning for the one-path SDPA: which rows share a workgroup, which (group, chunk)
+//! work items run, and where each partial lives. Pure Rust, no GPU.
+//!
+//! Nothing decided here changes a row's bits: grouping, work-item order and waves only decide
+//! *where* a row is computed. The row's arithmetic is fixed by its own key set (see
+//! `wgsl/sdpa_chunk.wgsl`).
+
+use crate::OpError;
+use onepath_mask::KeySet;
+
+/// Keys per chunk. Must equal `CHUNK` in `wgsl/sdpa_chunk.wgsl` (a test checks it); it is part of
+/// the numerical contract, so it never depends on shapes or devices.
+pub const CHUNK: u32 = 256;
+/// Query rows one workgroup serves (a whole 8:1 GQA group of query heads).
+pub const GROUP_ROWS: usize = 8;
+
+const GROUP_WORDS: usize = 12;
+const ROW_WORDS: usize = 8;
+const NONE: u32 = u32::MAX;
+
+/// One query row: where its query and output live, and which keys it attends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowSpec {
+    /// Element offset of the query row in the q buffer (f32).
+    pub q_off: u32,
+    /// Element offset of the output row in the output buffer (f32).
+    pub out_off: u32,
+    /// Element offset, in the K and V buffers, of key 0 of this row's (sequence, KV head).
+    pub kv_base: u32,
+    /// The canonical key set, relative to key 0 of the sequence.
+    pub keys: KeySet,
+}
+
+/// A planned wave: at most `max_partial_bytes` of partials, one chunk pass + one merge pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wave {
+    /// groups | rows | items | bits, as u32 words (see the record layouts in the WGSL file).
+    pub plan: Vec<u32>,
+    pub rows_off: u32,
+    pub items_off: u32,
+    pub bits_off: u32,
+    pub n_rows: u32,
+    pub n_items: u32,
+    /// Number of (row, chunk) partials this wave writes.
+    pub n_partials: u32,
+}
+
+/// Plans `rows` into waves. `head_dim` sets the partial record size; `max_partial_bytes` caps
+/// each wave's partial buffer (a binding limit), so any number of rows can run.
+pub fn plan_rows(
+    rows: &[RowSpec],
+    head_dim: u32,
+    max_partial_bytes: u64,
+) -> Result<Vec<Wave>, OpError> {
+    let record = u64::from(head_dim + 4) * 4;
+    let mut waves = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        // Take rows while their partials fit; a single row always fits a sane binding.
+        let mut end = start;
+        let mut bytes = 0u64;
+        while end < rows.len() {
+            let add = u64::from(n_chunks(&rows[end].keys)) * record;
+            if end > start && bytes + add > max_partial_bytes {
+                break;
+            }
+            if add > max_partial_bytes {
+                return Err(OpError::TooBig(format!(
+                    "one row's partials ({add} bytes) exceed the {max_partial_bytes}-byte binding"
+                )));
+            }
+            bytes += add;
+            end += 1;
+        }
+        waves.push(plan_wave(&rows[start..end])?);
+        start = end;
+    }
+    Ok(waves)
+}
+
+/// Number of chunks of a key set: its index range [lo, hi) cut every `CHUNK` keys from `lo`.
+pub fn n_chunks(keys: &KeySet) -> u32 {
+    (keys.hi() - keys.lo()).div_ceil(CHUNK)
+}
+
+fn plan_wave(rows: &[RowSpec]) -> Result<Wave, OpError> {
+    // Group consecutive rows that share (kv_base, lo); empty rows join no group (merge writes 0).
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut open: Option<(u32, u32)> = None;
+    for (i, r) in rows.iter().enumerate() {
+        if r.keys.is_empty() {
+            continue;
+        }
+        let key = (r.kv_base, r.keys.lo());
+        match groups.last_mut() {
+            Some(g) if open == Some(key) && g.len() < GROUP_ROWS => g.push(i),
+            _ => {
+                groups.push(vec![i]);
+                open = Some(key);
+            }
+        }
+    }
+
+    let rows_off = groups.len() * GROUP_WORDS;
+    let items_off = rows_off + rows.len() * ROW_WORDS;
+    let n_items: usize = groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .map(|&i| n_chunks(&rows[i].keys))
+                .max()
+                .unwrap_or(0) as usize
+        })
+        .sum();
+    let bits_off = items_off + 2 * n_items;
+    let mut plan = vec![0u32; bits_off];
+
+    for (gi, g) in groups.iter().enumerate() {
+        let first = &rows[g[0]];
+        let rec = &mut plan[gi * GROUP_WORDS..(gi + 1) * GROUP_WORDS];
+        rec[0] = first.kv_base;
+        rec[1] = first.keys.lo();
+        rec[2] = g.len() as u32;
+        rec[3] = g.iter().map(|&i| rows[i].keys.hi()).max().unwrap_or(0);
+        for (slot, &i) in g.iter().enumerate() {
+            rec[4 + slot] = i as u32;
+        }
+    }
+
+    let mut part = 0u32;
+    let mut bits: Vec<u32> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        if r.q_off % 4 != 0 {
+            return Err(OpError::Param {
+                what: "query row offset",
+                value: r.q_off.to_string(),
+                why: "rows must start on a 4-element boundary",
+            });
+        }
+        let n = n_chunks(&r.keys);
+        let dense = match &r.keys {
+            KeySet::Dense { bits: words, .. } => {
+                let off = bits.len() as u32;
+                for w in words {
+                    bits.push(*w as u32);
+                    bits.push((*w >> 32) as u32);
+                }
+                off
+            }
+            KeySet::Span { .. } => NONE,
+        };
+        let rec = &mut plan[rows_off + i * ROW_WORDS..rows_off + (i + 1) * ROW_WORDS];
+        rec.copy_from_slice(&[
+            r.q_off,
+            r.keys.hi(),
+            dense,
+            part,
+            n,
+            r.out_off,
+            r.keys.lo(),
+            0,
+        ]);
+        part = part
+            .checked_add(n)
+            .ok_or_else(|| OpError::TooBig("the number of partials".into()))?;
+    }
+
+    let mut w = items_off;
+    for (gi, g) in groups.iter().enumerate() {
+        let chunks = g
+            .iter()
+            .map(|&i| n_chunks(&rows[i].keys))
+            .max()
+            .unwrap_or(0);
+        for c in 0..chunks {
+            plan[w] = gi as u32;
+            plan[w + 1] = c;
+            w += 2;
+        }
+    }
+    plan.extend_from_slice(&bits);
+    if bits.is_empty() {
+        plan.push(0); // keep the section addressable
+    }
+    Ok(Wave {
+        plan,
+        rows_off: rows_off as u32,
+        items_off: items_off as u32,
+        bits_off: bits_off as u32,
+        n_rows: rows.len() as u32,
+        n_items: n_items as u32,
+        n_partials: part,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kv_base: u32, lo: u32, hi: u32) -> RowSpec {
+        RowSpec {
+            q_off: 0,
+            out_off: 0,
+            kv_base,
+            keys: KeySet::Span { lo, hi },
+        }
+    }
+
+    #[test]
+    fn chunks_count_from_the_rows_first_key() {
+        assert_eq!(n_chunks(&KeySet::Span { lo: 0, hi: 0 }), 0);
+        assert_eq!(n_chunks(&KeySet::Span { lo: 0, hi: 1 }), 1);
+        assert_eq!(
+            n_chunks(&KeySet::Span {
+                lo: 5,
+                hi: 5 + CHUNK
+            }),
+            1
+        );
+        assert_eq!(
+            n_chunks(&KeySet::Span {
+                lo: 5,
+                hi: 6 + CHUNK
+            }),
+            2
+        );
+    }
+
+    #[test]
+    fn rows_sharing_sequence_and_first_key_share_a_group_of_at_most_eight() {
+        let rows: Vec<RowSpec> = (0..10).map(|_| row(0, 0, 300)).collect();
+        let w = &plan_rows(&rows, 64, u64::MAX).unwrap()[0];
+        assert_eq!(w.rows_off as usize, 2 * GROUP_WORDS);
+        assert_eq!(w.plan[2], 8);
+        assert_eq!(w.plan[GROUP_WORDS + 2], 2);
+        assert_eq!(w.n_items, 4); // two groups of two chunks
+        assert_eq!(w.n_partials, 20);
+    }
+
+    #[test]
+    fn different_first_keys_split_groups_and_empty_rows_join_none() {
+        let rows = vec![row(0, 0, 10), row(0, 1, 10), row(0, 0, 0), row(64, 1, 10)];
+        let w = &plan_rows(&rows, 64, u64::MAX).unwrap()[0];
+        assert_eq!(w.rows_off as usize, 3 * GROUP_WORDS);
+        let empty = w.rows_off as usize + 2 * ROW_WORDS;
+        assert_eq!(w.plan[empty + 4], 0, "an empty row has no chunk");
+    }
+
+    #[test]
+    fn waves_cap_partial_bytes_and_cover_every_row_once() {
+        let rows: Vec<RowSpec> = (0..9).map(|i| row(0, 0, 100 + 200 * i)).collect();
+        let record = (64 + 4) * 4;
+        let waves = plan_rows(&rows, 64, 5 * record).unwrap();
+        assert!(waves.len() > 1);
+        assert!(
+            waves
+                .iter()
+                .all(|w| u64::from(w.n_partials) * record <= 5 * record)
+        );
+        let total: u32 = waves.iter().map(|w| w.n_rows).sum();
+        assert_eq!(total, 9);
+        let err = plan_rows(&[row(0, 0, 100_000)], 64, record).unwrap_err();
+        assert!(err.to_string().contains("exceed"));
+    }
+}
