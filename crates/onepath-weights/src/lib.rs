@@ -12,6 +12,8 @@
 //! Bad input (truncated files, bad headers, offsets out of range, mismatched shapes,
 //! unsupported bits / modes / dtypes) gives a [`WeightsError`], never a panic.
 
+#![warn(missing_docs)]
+
 mod checkpoint;
 mod config;
 mod dtype;
