@@ -1,1 +1,85 @@
-fn main() {}
+//! `onepath`: the command-line front end. Prints for people by default, `--json` for machines.
+
+mod bench;
+mod parity;
+mod util;
+
+use clap::{Parser, Subcommand};
+use onepath_gpu::{BackendChoice, Gpu, GpuOptions};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "onepath",
+    version,
+    about = "Batch-invariant attention and LLM decoding on WebGPU"
+)]
+struct Cli {
+    /// GPU backend: auto, vulkan, metal, dx12, gl.
+    #[arg(long, global = true, env = "ONEPATH_BACKEND", default_value = "auto")]
+    backend: BackendChoice,
+    /// One JSON object on stdout instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the field's failing case (mask forms, padding, batch size, prefill vs decode) and
+    /// check every comparison is bitwise equal; exits 1 if any is not.
+    Parity,
+    /// Benchmarks that print numbers.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+    /// Print the adapter and the features onepath uses.
+    Info,
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Decode attention: batch 1, 8, 32; 8 query heads on 1 KV head; head_dim 256 and 512;
+    /// 4096 and 32768 keys; f16 K/V.
+    Sdpa {
+        /// Timed calls per case (after warm-up); the median is reported.
+        #[arg(long, default_value_t = 20)]
+        iters: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let opts = GpuOptions {
+        backend: cli.backend,
+        force_fallback: false,
+    };
+    let gpu = pollster::block_on(Gpu::new(&opts))?;
+    match cli.command {
+        Command::Info => {
+            if cli.json {
+                println!("{}", util::adapter_json(&gpu));
+            } else {
+                println!("{}", gpu.describe());
+                println!("max storage binding: {} bytes", gpu.max_binding());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Parity => parity::run(&gpu, cli.json),
+        Command::Bench {
+            what: BenchWhat::Sdpa { iters },
+        } => bench::sdpa(&gpu, iters, cli.json),
+    }
+}

@@ -58,4 +58,12 @@ impl GpuTimer {
             .map(|p| p[1].saturating_sub(p[0]) as f64 * self.period_ns)
             .collect())
     }
+
+    /// Nanoseconds from the start of pass `first` to the end of pass `last` (inclusive), which
+    /// counts the gaps between passes too.
+    pub async fn read_span_ns(&self, gpu: &Gpu, first: u32, last: u32) -> Result<f64, GpuError> {
+        let ticks: Vec<u64> = read_buffer_as(gpu, &self.resolve).await?;
+        let (a, b) = (ticks[2 * first as usize], ticks[2 * last as usize + 1]);
+        Ok(b.saturating_sub(a) as f64 * self.period_ns)
+    }
 }

@@ -1,0 +1,149 @@
+//! `onepath bench ...`: benchmarks that print numbers (never pass/fail).
+
+use crate::util::{adapter_json, rms_rows};
+use half::f16;
+use onepath_gpu::{Gpu, GpuTimer};
+use onepath_mask::{MaskDesc, MaskKind, canonicalize};
+use onepath_ops::sdpa::{KvDType, Rect, Sdpa, SdpaBuffers, SdpaConfig, rect_rows};
+use serde_json::json;
+use std::process::ExitCode;
+use std::time::Instant;
+
+type R<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Inputs are rotated among enough copies that each call reads at least this many bytes that
+/// are not in the GPU's last-level cache from the previous call.
+const ROTATE_BYTES: u64 = 256 << 20;
+
+/// Decode attention: one query position per sequence, 8 query heads on 1 KV head, f16 K/V.
+pub fn sdpa(gpu: &Gpu, iters: u32, as_json: bool) -> R<ExitCode> {
+    if !as_json {
+        println!("adapter: {}", gpu.describe());
+        println!(
+            "decode SDPA, 8 query heads : 1 KV head, f16 K/V, scale 1.0; time = GPU timestamps \
+             (chunk + merge passes, median of {iters}) where available, else wall clock\n"
+        );
+        println!(
+            "{:>5} {:>4} {:>6}  {:>11} {:>11}  {:>9}",
+            "batch", "D", "keys", "time (us)", "wall (us)", "GB/s"
+        );
+    }
+    let mut rows = Vec::new();
+    for d in [256usize, 512] {
+        let cfg = SdpaConfig {
+            head_dim: d,
+            kv_dtype: KvDType::F16,
+            scale: 1.0,
+            softcap: None,
+        };
+        let sdpa = pollster::block_on(Sdpa::new(gpu, cfg))?;
+        for keys in [4096usize, 32768] {
+            for batch in [1usize, 8, 32] {
+                let rect = Rect {
+                    batch,
+                    q_heads: 8,
+                    kv_heads: 1,
+                    q_len: 1,
+                    kv_len: keys,
+                    head_dim: d,
+                };
+                let res = sdpa_case(gpu, &sdpa, &rect, iters);
+                let kv_bytes = 4.0 * rect.kv_elems() as f64;
+                match res {
+                    Ok((gpu_ns, wall_ns)) => {
+                        let t = gpu_ns.unwrap_or(wall_ns);
+                        let gbs = kv_bytes / t;
+                        if !as_json {
+                            let g = gpu_ns.map_or("-".into(), |x| format!("{:.1}", x / 1e3));
+                            println!(
+                                "{batch:>5} {d:>4} {keys:>6}  {g:>11} {:>11.1}  {gbs:>9.0}",
+                                wall_ns / 1e3
+                            );
+                        }
+                        rows.push(json!({"batch": batch, "head_dim": d, "keys": keys,
+                            "gpu_us": gpu_ns.map(|x| x / 1e3), "wall_us": wall_ns / 1e3,
+                            "kv_bytes": kv_bytes, "effective_gb_s": gbs}));
+                    }
+                    Err(e) => {
+                        if !as_json {
+                            println!("{batch:>5} {d:>4} {keys:>6}  skipped: {e}");
+                        }
+                        rows.push(json!({"batch": batch, "head_dim": d, "keys": keys,
+                            "skipped": e.to_string()}));
+                    }
+                }
+            }
+        }
+    }
+    if as_json {
+        let out = json!({"adapter": adapter_json(gpu), "bench": "sdpa_decode", "q_heads": 8,
+            "kv_heads": 1, "kv_dtype": "f16", "results": rows});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("\nGB/s = bytes of K and V read / time.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Median GPU time (if timestamps exist) and median wall time per call, in ns.
+fn sdpa_case(gpu: &Gpu, sdpa: &Sdpa, rect: &Rect, iters: u32) -> R<(Option<f64>, f64)> {
+    let d = rect.head_dim;
+    let kv_bytes = (rect.kv_elems() * 2) as u64;
+    let copies = (ROTATE_BYTES / (2 * kv_bytes)).clamp(1, 8) as usize;
+    let mask = canonicalize(&rect.mask_shape(), &MaskDesc::new(MaskKind::None))?;
+    let rows = rect_rows(rect, &mask)?;
+    let q = gpu.storage_from("q", bytemuck::cast_slice(&rms_rows(1, rect.q_elems(), d)))?;
+    let out = gpu.storage("out", (rect.q_elems() * 4) as u64)?;
+    // Random K/V (never zeros): one f16 tensor per copy, rows of RMS 1.
+    let kv: Vec<f16> = rms_rows(2, rect.kv_elems(), d)
+        .iter()
+        .map(|&x| f16::from_f32(x))
+        .collect();
+    let mut sets = Vec::new();
+    for c in 0..copies {
+        let k = gpu.storage_from("k", bytemuck::cast_slice(&kv))?;
+        let v = gpu.storage_from("v", bytemuck::cast_slice(&kv))?;
+        let bufs = SdpaBuffers {
+            q: &q,
+            k: &k,
+            v: &v,
+            out: &out,
+        };
+        let p = sdpa.prepare(gpu, &rows, d as u32, bufs)?;
+        sets.push((p, k, v, c));
+    }
+    let timer = GpuTimer::new(gpu, sets[0].0.n_passes());
+    let mut gpu_ns = Vec::new();
+    let mut wall_ns = Vec::new();
+    for it in 0..(iters + 3) {
+        let (p, ..) = &sets[it as usize % sets.len()];
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        p.encode(&mut enc, timer.as_ref());
+        if let Some(t) = &timer {
+            t.resolve(&mut enc);
+        }
+        let t0 = Instant::now();
+        gpu.queue.submit([enc.finish()]);
+        gpu.wait_idle()?;
+        let wall = t0.elapsed().as_nanos() as f64;
+        if it >= 3 {
+            wall_ns.push(wall);
+            if let Some(t) = &timer {
+                gpu_ns.push(pollster::block_on(t.read_span_ns(
+                    gpu,
+                    0,
+                    p.n_passes() - 1,
+                ))?);
+            }
+        }
+    }
+    Ok((
+        (!gpu_ns.is_empty()).then(|| median(&mut gpu_ns)),
+        median(&mut wall_ns),
+    ))
+}
+
+fn median(x: &mut [f64]) -> f64 {
+    x.sort_by(|a, b| a.total_cmp(b));
+    x[x.len() / 2]
+}
