@@ -38,17 +38,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var m = partials[part_base * stride];
     var l = partials[part_base * stride + 1u];
     var a = partials[part_base * stride + 4u + d];
-    for (var c = 1u; c < n; c++) {
-        let b = (part_base + c) * stride;
-        let mc = partials[b];
-        let lc = partials[b + 1u];
-        let ac = partials[b + 4u + d];
-        let mn = max(m, mc);
-        let f0 = exp(m - mn);
-        let f1 = exp(mc - mn);
-        l = fma(l, f0, lc * f1);
-        a = fma(a, f0, ac * f1);
-        m = mn;
+    // Loads for four chunks are issued before their folds so their latency overlaps; the fold
+    // itself stays strictly in chunk order.
+    for (var c = 1u; c < n; c += 4u) {
+        var mc: array<f32, 4>;
+        var lc: array<f32, 4>;
+        var ac: array<f32, 4>;
+        for (var i = 0u; i < 4u; i++) {
+            let b = (part_base + min(c + i, n - 1u)) * stride;
+            mc[i] = partials[b];
+            lc[i] = partials[b + 1u];
+            ac[i] = partials[b + 4u + d];
+        }
+        for (var i = 0u; i < 4u; i++) {
+            if (c + i < n) {
+                let mn = max(m, mc[i]);
+                let f0 = exp(m - mn);
+                let f1 = exp(mc[i] - mn);
+                l = fma(l, f0, lc[i] * f1);
+                a = fma(a, f0, ac[i] * f1);
+                m = mn;
+            }
+        }
     }
     out[out_off + d] = a / l;
 }

@@ -127,16 +127,18 @@ fn plan_wave(rows: &[RowSpec]) -> Result<Wave, OpError> {
         }
     }
 
+    // A group whose rows all attend exactly one span takes the kernel's select-free P.V loop.
+    let mut same = vec![0u32; rows.len()];
+    for g in &groups {
+        let first = &rows[g[0]].keys;
+        if first.is_span() && g.iter().all(|&i| rows[i].keys == *first) {
+            g.iter().for_each(|&i| same[i] = 1);
+        }
+    }
+
     let mut part = 0u32;
     let mut bits: Vec<u32> = Vec::new();
     for (i, r) in rows.iter().enumerate() {
-        if r.q_off % 4 != 0 {
-            return Err(OpError::Param {
-                what: "query row offset",
-                value: r.q_off.to_string(),
-                why: "rows must start on a 4-element boundary",
-            });
-        }
         let n = n_chunks(&r.keys);
         let dense = match &r.keys {
             KeySet::Dense { bits: words, .. } => {
@@ -158,7 +160,7 @@ fn plan_wave(rows: &[RowSpec]) -> Result<Wave, OpError> {
             n,
             r.out_off,
             r.keys.lo(),
-            0,
+            same[i],
         ]);
         part = part
             .checked_add(n)

@@ -1,0 +1,56 @@
+"""Peer figure for `onepath bench sdpa`: PyTorch's SDPA on the same decode grid.
+
+Decode attention, q [B, 8, 1, D], k/v [B, 1, L, D] f16, enable_gqa=True, scale 1.0.
+Inputs rotate among copies (>= 256 MiB per rotation) so the L2 cache does not flatter small
+cases, as onepath's bench does. Time: CUDA events, median of `iters`. Prints one JSON object.
+Run: python3 bench/peers/torch_sdpa.py
+"""
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+
+
+def case(b, d, l, iters=20):
+    kv_bytes = b * l * d * 2
+    copies = max(1, min(8, (256 << 20) // (2 * kv_bytes)))
+    q = torch.randn(b, 8, 1, d, device="cuda", dtype=torch.float16)
+    sets = [
+        (torch.randn(b, 1, l, d, device="cuda", dtype=torch.float16),
+         torch.randn(b, 1, l, d, device="cuda", dtype=torch.float16))
+        for _ in range(copies)
+    ]
+    times = []
+    for it in range(iters + 3):
+        k, v = sets[it % copies]
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        F.scaled_dot_product_attention(q, k, v, scale=1.0, enable_gqa=True)
+        e.record()
+        torch.cuda.synchronize()
+        if it >= 3:
+            times.append(s.elapsed_time(e) * 1e3)
+    times.sort()
+    us = times[len(times) // 2]
+    return {"batch": b, "head_dim": d, "keys": l, "time_us": us,
+            "effective_gb_s": 2 * kv_bytes / (us * 1e3)}
+
+
+def main():
+    rows = []
+    for d in (256, 512):
+        for l in (4096, 32768):
+            for b in (1, 8, 32):
+                try:
+                    rows.append(case(b, d, l))
+                except Exception as e:  # report, never hide
+                    rows.append({"batch": b, "head_dim": d, "keys": l, "error": str(e)})
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    print(json.dumps({"peer": "torch.nn.functional.scaled_dot_product_attention",
+                      "torch": torch.__version__, "device": torch.cuda.get_device_name(),
+                      "results": rows}))
+
+
+if __name__ == "__main__":
+    main()
