@@ -29,5 +29,7 @@ pub enum OpError {
     #[error(transparent)]
     Mask(#[from] onepath_mask::MaskError),
     #[error(transparent)]
+    Weights(#[from] onepath_weights::WeightsError),
+    #[error(transparent)]
     Gpu(#[from] onepath_gpu::GpuError),
 }

@@ -2,6 +2,7 @@
 //! [`OpError`] naming the problem; a kernel never sees an input it was not written for.
 
 mod error;
+pub mod qmm;
 pub mod sdpa;
 
 pub use error::OpError;
@@ -20,6 +21,21 @@ pub mod kernels {
         source: include_str!("../../../wgsl/sdpa_merge.wgsl"),
         entry: "main",
     };
+    pub const QMATMUL: Kernel = Kernel {
+        name: "qmatmul",
+        source: include_str!("../../../wgsl/qmatmul.wgsl"),
+        entry: "main",
+    };
+    pub const MATMUL_DENSE: Kernel = Kernel {
+        name: "matmul_dense",
+        source: include_str!("../../../wgsl/matmul_dense.wgsl"),
+        entry: "main",
+    };
+    pub const EMBED_GATHER: Kernel = Kernel {
+        name: "embed_gather",
+        source: include_str!("../../../wgsl/embed_gather.wgsl"),
+        entry: "main",
+    };
     /// Every kernel, for validation tests.
-    pub const ALL: &[Kernel] = &[SDPA_CHUNK, SDPA_MERGE];
+    pub const ALL: &[Kernel] = &[SDPA_CHUNK, SDPA_MERGE, QMATMUL, MATMUL_DENSE, EMBED_GATHER];
 }

@@ -1,0 +1,339 @@
+//! Batch-invariant matmul `y = x W^T` for quantized (MLX affine, 4 or 8 bits) and dense
+//! (f32 / f16 / bf16) weights, plus the quantized embedding gather.
+//!
+//! Every output element `y[m, n]` is reduced over K in one order that depends on K and the
+//! kernel's compile-time constants only (see `wgsl/qmatmul.wgsl` and `wgsl/matmul_dense.wgsl`):
+//! [`lanes_quant`] / [`lanes_dense`] lanes per element, each over a fixed strided set of K
+//! slices, folded by a fixed pairwise tree. The number of rows M, which rows share a dispatch,
+//! and how W is split across bindings never reach that order, so row `m` of an M-row call has
+//! the bits of the same row computed alone.
+//!
+//! Workgroups: 256 invocations = `256 / LANES` output rows x `LANES` lanes; grid x = tiles of
+//! [`MT`] rows of x (each weight load serves all rows of the tile), grid y (+ z) = blocks of
+//! output rows. A tied LM head is a [`QMatmul`] on the embedding's [`QWeights`], which an
+//! [`EmbedGather`] can share.
+
+mod gather;
+mod weights;
+
+pub use gather::{EmbedGather, GatherRounding};
+pub use weights::{BITS, DenseSplit, DenseWeights, GROUPS, MAX_GROUPS, QSplit, QWeights};
+
+use crate::{OpError, kernels};
+use onepath_gpu::{Gpu, GpuTimer, read_buffer_as};
+use std::sync::Arc;
+
+/// Rows of x per workgroup (a weight load is reused for this many rows).
+pub const MT: usize = 8;
+/// Invocations per workgroup.
+pub const WG: usize = 256;
+const MAX_GRID: u32 = 65535;
+
+/// Lanes per output element of the quantized kernel for `groups = K / group_size`: a function of
+/// K only (part of the numerical contract), a power of two in 1..=32.
+pub fn lanes_quant(groups: usize) -> u32 {
+    prev_pow2(groups).min(32) as u32
+}
+
+/// Lanes per output element of the dense kernel for `units = K / 8` (power of two, 1..=32).
+pub fn lanes_dense(units: usize) -> u32 {
+    prev_pow2(units / 4).min(32) as u32
+}
+
+fn prev_pow2(v: usize) -> usize {
+    if v <= 1 {
+        1
+    } else {
+        1 << (usize::BITS - 1 - v.leading_zeros())
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    y_stride: u32,
+    y_col0: u32,
+    n_blocks: u32,
+    grid_y: u32,
+    pad: u32,
+}
+
+/// A bound call, ready to encode any number of times (one compute pass, one dispatch per
+/// binding of W).
+pub struct PreparedMatmul {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    dispatches: Vec<(wgpu::BindGroup, [u32; 3])>,
+    _params: Vec<wgpu::Buffer>,
+}
+
+impl PreparedMatmul {
+    /// Passes [`encode`](Self::encode) records (for [`GpuTimer`] sizing).
+    pub fn n_passes(&self) -> u32 {
+        1
+    }
+
+    /// Records one compute pass; with a timer, it writes timer slot 0.
+    pub fn encode(&self, enc: &mut wgpu::CommandEncoder, timer: Option<&GpuTimer>) {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("matmul"),
+            timestamp_writes: timer.map(|t| t.writes(0)),
+        });
+        pass.set_pipeline(&self.pipeline);
+        for (bg, [x, y, z]) in &self.dispatches {
+            pass.set_bind_group(0, bg, &[]);
+            pass.dispatch_workgroups(*x, *y, *z);
+        }
+    }
+
+    /// Encodes, submits and waits.
+    pub fn run(&self, gpu: &Gpu) -> Result<(), OpError> {
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        self.encode(&mut enc, None);
+        gpu.queue.submit([enc.finish()]);
+        gpu.wait_idle()?;
+        Ok(())
+    }
+}
+
+/// Checks an M-row call of a `[n, k]` matmul against the buffers and the device's limits.
+fn check_call(
+    gpu: &Gpu,
+    m: usize,
+    k: usize,
+    n: usize,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<(), OpError> {
+    if m == 0 {
+        return Err(OpError::ZeroDim { name: "row of x" });
+    }
+    for (name, buf, elems, shape) in [("x", x, m * k, [m, k]), ("y", y, m * n, [m, n])] {
+        if buf.size() < (elems * 4) as u64 {
+            return Err(OpError::Len {
+                name,
+                shape: format!("{shape:?} f32"),
+                expected: elems,
+                actual: (buf.size() / 4) as usize,
+            });
+        }
+        if buf.size() > gpu.max_binding() {
+            return Err(OpError::TooBig(format!(
+                "{name} ({} bytes, binding limit {}); call with fewer rows",
+                buf.size(),
+                gpu.max_binding()
+            )));
+        }
+    }
+    if m.div_ceil(MT) > MAX_GRID as usize || (m * n) as u64 > u64::from(u32::MAX) {
+        return Err(OpError::TooBig(format!(
+            "a {m}-row call of a {n}-row matrix"
+        )));
+    }
+    Ok(())
+}
+
+/// Rows per host batch so x, y and the grid stay within the device's limits.
+fn host_batch(gpu: &Gpu, k: usize, n: usize) -> usize {
+    let lim = gpu.max_binding() as usize;
+    let by_bind = (lim / (4 * k.max(n))).max(1);
+    let by_index = (u32::MAX as usize / n.max(k)).max(1);
+    by_bind.min(by_index).min(MAX_GRID as usize * MT)
+}
+
+/// Runs `f` on batches of rows of `x` and concatenates the outputs (rows never interact).
+async fn run_batched(
+    gpu: &Gpu,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    prep: impl Fn(usize, &wgpu::Buffer, &wgpu::Buffer) -> Result<PreparedMatmul, OpError>,
+) -> Result<Vec<f32>, OpError> {
+    if x.len() != m * k {
+        return Err(OpError::Len {
+            name: "x",
+            shape: format!("[{m}, {k}]"),
+            expected: m * k,
+            actual: x.len(),
+        });
+    }
+    if m == 0 {
+        return Err(OpError::ZeroDim { name: "row of x" });
+    }
+    let per = host_batch(gpu, k, n);
+    let mut out = Vec::with_capacity(m * n);
+    for r0 in (0..m).step_by(per) {
+        let rows = per.min(m - r0);
+        let xb = gpu.storage_from("x", bytemuck::cast_slice(&x[r0 * k..(r0 + rows) * k]))?;
+        let yb = gpu.storage("y", (rows * n * 4) as u64)?;
+        prep(rows, &xb, &yb)?.run(gpu)?;
+        out.extend(read_buffer_as::<f32>(gpu, &yb).await?);
+    }
+    Ok(out)
+}
+
+/// Grid for `n` rows of W with `lanes` lanes per row and `m` rows of x: (x, y, z, blocks).
+fn grid(m: usize, n: usize, lanes: u32) -> (u32, u32, u32, u32) {
+    let rw = WG / lanes as usize;
+    let blocks = n.div_ceil(rw) as u32;
+    let gy = blocks.min(MAX_GRID);
+    (m.div_ceil(MT) as u32, gy, blocks.div_ceil(gy), blocks)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn params(
+    gpu: &Gpu,
+    m: usize,
+    k: usize,
+    n_total: usize,
+    r: &std::ops::Range<usize>,
+    lanes: u32,
+) -> (wgpu::Buffer, [u32; 3]) {
+    let (gx, gy, gz, blocks) = grid(m, r.len(), lanes);
+    let p = MmParams {
+        m: m as u32,
+        n: r.len() as u32,
+        k: k as u32,
+        y_stride: n_total as u32,
+        y_col0: r.start as u32,
+        n_blocks: blocks,
+        grid_y: gy,
+        pad: 0,
+    };
+    (
+        gpu.uniform_from("matmul params", bytemuck::bytes_of(&p)),
+        [gx, gy, gz],
+    )
+}
+
+/// `y = x W^T` with W quantized (MLX affine), dequantised inside the kernel.
+pub struct QMatmul {
+    pub weights: Arc<QWeights>,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    lanes: u32,
+}
+
+impl QMatmul {
+    /// Compiles (or fetches) the pipeline for `weights` (see [`QWeights::upload`]).
+    pub async fn new(gpu: &Gpu, weights: Arc<QWeights>) -> Result<QMatmul, OpError> {
+        let lanes = lanes_quant(weights.cols / weights.group);
+        let pipeline = gpu
+            .pipeline(
+                &kernels::QMATMUL,
+                &[
+                    ("BITS", f64::from(weights.bits)),
+                    ("GROUP", weights.group as f64),
+                    ("SCALE_DT", weights.scale_code()),
+                    ("LANES", f64::from(lanes)),
+                ],
+            )
+            .await?;
+        Ok(QMatmul {
+            weights,
+            pipeline,
+            lanes,
+        })
+    }
+
+    /// Lanes per output element (a function of K and the group size only).
+    pub fn lanes(&self) -> u32 {
+        self.lanes
+    }
+
+    /// Binds an `m`-row call: `x` holds `[m, K]` f32, `y` receives `[m, N]` f32.
+    pub fn prepare(
+        &self,
+        gpu: &Gpu,
+        m: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<PreparedMatmul, OpError> {
+        let (k, n) = (self.weights.cols, self.weights.rows);
+        check_call(gpu, m, k, n, x, y)?;
+        let mut dispatches = Vec::new();
+        let mut keep = Vec::new();
+        for s in &self.weights.splits {
+            let (u, g) = params(gpu, m, k, n, &s.rows, self.lanes);
+            let bg = gpu.bind(&self.pipeline, &[&u, x, &s.w, &s.scales, &s.biases, y]);
+            dispatches.push((bg, g));
+            keep.push(u);
+        }
+        Ok(PreparedMatmul {
+            pipeline: self.pipeline.clone(),
+            dispatches,
+            _params: keep,
+        })
+    }
+
+    /// Host convenience: uploads `x` (`[m, K]`), runs (in row batches if x or y would exceed a
+    /// binding) and returns `y` (`[m, N]`).
+    pub async fn run_host(&self, gpu: &Gpu, x: &[f32], m: usize) -> Result<Vec<f32>, OpError> {
+        let (k, n) = (self.weights.cols, self.weights.rows);
+        run_batched(gpu, x, m, k, n, |rows, xb, yb| {
+            self.prepare(gpu, rows, xb, yb)
+        })
+        .await
+    }
+}
+
+/// `y = x W^T` with W dense (f32, f16 or bf16).
+pub struct DenseMatmul {
+    pub weights: Arc<DenseWeights>,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    lanes: u32,
+}
+
+impl DenseMatmul {
+    /// Compiles (or fetches) the pipeline for `weights` (see [`DenseWeights::upload`]).
+    pub async fn new(gpu: &Gpu, weights: Arc<DenseWeights>) -> Result<DenseMatmul, OpError> {
+        let lanes = lanes_dense(weights.cols / 8);
+        let dt = weights::dtype_code(weights.dtype);
+        let pipeline = gpu
+            .pipeline(
+                &kernels::MATMUL_DENSE,
+                &[("DT", dt), ("LANES", f64::from(lanes))],
+            )
+            .await?;
+        Ok(DenseMatmul {
+            weights,
+            pipeline,
+            lanes,
+        })
+    }
+
+    /// Binds an `m`-row call: `x` holds `[m, K]` f32, `y` receives `[m, N]` f32.
+    pub fn prepare(
+        &self,
+        gpu: &Gpu,
+        m: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<PreparedMatmul, OpError> {
+        let (k, n) = (self.weights.cols, self.weights.rows);
+        check_call(gpu, m, k, n, x, y)?;
+        let mut dispatches = Vec::new();
+        let mut keep = Vec::new();
+        for s in &self.weights.splits {
+            let (u, g) = params(gpu, m, k, n, &s.rows, self.lanes);
+            dispatches.push((gpu.bind(&self.pipeline, &[&u, x, &s.w, y]), g));
+            keep.push(u);
+        }
+        Ok(PreparedMatmul {
+            pipeline: self.pipeline.clone(),
+            dispatches,
+            _params: keep,
+        })
+    }
+
+    /// Host convenience, as [`QMatmul::run_host`].
+    pub async fn run_host(&self, gpu: &Gpu, x: &[f32], m: usize) -> Result<Vec<f32>, OpError> {
+        let (k, n) = (self.weights.cols, self.weights.rows);
+        run_batched(gpu, x, m, k, n, |rows, xb, yb| {
+            self.prepare(gpu, rows, xb, yb)
+        })
+        .await
+    }
+}

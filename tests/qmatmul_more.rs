@@ -1,0 +1,232 @@
+//! Dense f32/f16/bf16 matmul, quantized embedding gather, tied LM head, row splits of a W
+//! larger than the binding limit, and bad-input errors.
+
+mod common;
+mod qmm_common;
+
+use common::bits;
+use onepath::ops::OpError;
+use onepath::ops::qmm::{EmbedGather, GatherRounding, QMatmul, QWeights, lanes_dense};
+use onepath::reference::matmul_nt;
+use onepath_weights::{
+    Checkpoint, DType, QuantParams, QuantizedTensor, dequantize, dequantize_f32,
+};
+use qmm_common::*;
+use std::path::PathBuf;
+
+fn gather(gpu: &onepath::gpu::Gpu, w: std::sync::Arc<QWeights>, r: GatherRounding) -> EmbedGather {
+    pollster::block_on(EmbedGather::new(gpu, w, r)).expect("gather pipeline")
+}
+
+/// Dense W in f16/bf16/f32 against the f64 oracle (budget: `depth * u * sum |x w|` with
+/// depth = 2 * units per lane + 2 + log2 lanes) and M = 5 rows vs M = 1 bit for bit.
+#[test]
+fn dense_matmul_accuracy_and_invariance() {
+    let Some(gpu) = common::gpu() else { return };
+    for (i, &(n, k, dt)) in [
+        (37, 200, DType::F16),
+        (64, 1536, DType::BF16),
+        (9, 72, DType::F32),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let w = common::randn(&mut common::rng(300 + i as u64), n * k);
+        let (op, stored) = dense(gpu, &w, n, k, dt, None);
+        let m = 5;
+        let x = common::randn(&mut common::rng(400 + i as u64), m * k);
+        let y = pollster::block_on(op.run_host(gpu, &x, m)).unwrap();
+        let want = matmul_nt(&x, &stored, m, k, n).unwrap();
+        let mass: Vec<f64> = (0..m * n)
+            .map(|e| {
+                let (r, c) = (e / n, e % n);
+                (0..k)
+                    .map(|t| (f64::from(x[r * k + t]) * f64::from(stored[c * k + t])).abs())
+                    .sum()
+            })
+            .collect();
+        let lanes = lanes_dense(k / 8);
+        let depth =
+            (2 * (k / 8).div_ceil(lanes as usize) + 2 + lanes.trailing_zeros() as usize) as f64;
+        let ratio = worst_ratio(&want, &y, &mass);
+        eprintln!("dense N={n} K={k} {dt}: lanes {lanes} worst ratio {ratio:.3} (budget {depth})");
+        assert!(ratio <= depth, "dense {dt}: ratio {ratio} over {depth}");
+        for r in [0, 3] {
+            let one = pollster::block_on(op.run_host(gpu, &x[r * k..(r + 1) * k], 1)).unwrap();
+            assert_eq!(
+                bits(row(&y, n, r)),
+                bits(&one),
+                "dense {dt}: row {r} vs M = 1"
+            );
+        }
+    }
+}
+
+/// Gathered rows equal the dequantised rows bit for bit: `dequantize_f32` (F32 rounding) and
+/// MLX's `dequantize` / the fixture's `w_dequant` (model-dtype rounding, f16 and bf16).
+#[test]
+fn embedding_gather_is_exact() {
+    let Some(gpu) = common::gpu() else { return };
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/mlx_qmm_q4_g64.safetensors");
+    let ck = Checkpoint::open(&p).unwrap();
+    let ids = [3u32, 0, 63, 3, 17];
+    for dt in ["f32", "f16", "bf16"] {
+        let t = |s: &str| ck.tensor(&format!("{dt}.{s}")).unwrap();
+        let params = QuantParams::new(64, 4, "fixture").unwrap();
+        let q =
+            QuantizedTensor::from_views(dt, &t("wq"), &t("scales"), &t("biases"), params).unwrap();
+        let k = q.cols();
+        let w = QWeights::upload(gpu, &q).unwrap();
+        let pick = |all: &[f32]| -> Vec<f32> {
+            ids.iter()
+                .flat_map(|&i| all[i as usize * k..(i as usize + 1) * k].to_vec())
+                .collect()
+        };
+        let got =
+            pollster::block_on(gather(gpu, w.clone(), GatherRounding::F32).run_host(gpu, &ids))
+                .unwrap();
+        let f = dequantize_f32(&q);
+        if dt == "f32" && bits(&got) != bits(&pick(&f)) {
+            assert_bits("f32 gather vs mul_add", &got, &pick(&deq_fma(&q))); // fused-fma device
+        } else {
+            assert_bits(&format!("{dt} gather vs dequantize_f32"), &got, &pick(&f));
+        }
+        if dt != "f32" {
+            let op = gather(gpu, w, GatherRounding::ModelDtype);
+            let got = pollster::block_on(op.run_host(gpu, &ids)).unwrap();
+            assert_bits(
+                &format!("{dt} gather vs dequantize"),
+                &got,
+                &pick(&dequantize(&q)),
+            );
+            assert_bits(
+                &format!("{dt} gather vs MLX"),
+                &got,
+                &pick(&t("w_dequant").to_f32().unwrap()),
+            );
+        }
+    }
+}
+
+/// A tied LM head: one uploaded table serves the gather and the head matmul; logits match the
+/// f64 oracle on the dequantised table, and the table's row r dotted with e_j is its entry.
+#[test]
+fn tied_lm_head_uses_the_quantized_table() {
+    let Some(gpu) = common::gpu() else { return };
+    let (vocab, hidden) = (300, 256);
+    let q = qtensor(7, vocab, hidden, 64, 4, DType::BF16);
+    let table = QWeights::upload(gpu, &q).unwrap();
+    let emb = gather(gpu, table.clone(), GatherRounding::F32);
+    let head = pollster::block_on(QMatmul::new(gpu, table)).unwrap();
+    let h = pollster::block_on(emb.run_host(gpu, &[5, 299])).unwrap();
+    let logits = pollster::block_on(head.run_host(gpu, &h, 2)).unwrap();
+    let w = dequantize_f32(&q);
+    let want = matmul_nt(&h, &w, 2, hidden, vocab).unwrap();
+    let ratio = worst_ratio(&want, &logits, &mass(&q, &h, 2));
+    let depth = quant_depth(hidden, 64, head.lanes());
+    eprintln!("lm head: worst ratio {ratio:.3} (budget {depth})");
+    assert!(ratio <= depth);
+    // The largest logit of a row of the table against itself is that row (|w|^2 dominates).
+    assert_bits("gathered row 5", &h[..hidden], &w[5 * hidden..6 * hidden]);
+}
+
+/// A W larger than the (forced) binding limit is split by rows: the bits equal the unsplit run
+/// for the quantized matmul, the gather and the dense matmul.
+#[test]
+fn oversized_weights_split_by_rows_with_identical_bits() {
+    let Some(gpu) = common::gpu() else { return };
+    let (n, k) = (203, 320);
+    let q = qtensor(21, n, k, 64, 4, DType::BF16);
+    let whole = qmm(gpu, &q, None);
+    let split = qmm(gpu, &q, Some(8 << 10)); // 8 KiB: 51 rows of 160 bytes per binding
+    assert_eq!(whole.weights.splits.len(), 1);
+    assert!(
+        split.weights.splits.len() >= 4,
+        "{} splits",
+        split.weights.splits.len()
+    );
+    let m = 7;
+    let x = common::randn(&mut common::rng(22), m * k);
+    assert_bits(
+        "split quantized matmul",
+        &run(gpu, &split, &x, m),
+        &run(gpu, &whole, &x, m),
+    );
+    let ids: Vec<u32> = vec![0, 50, 51, 52, 202, 101];
+    let g1 = pollster::block_on(
+        gather(gpu, whole.weights.clone(), GatherRounding::F32).run_host(gpu, &ids),
+    )
+    .unwrap();
+    let g2 = pollster::block_on(
+        gather(gpu, split.weights.clone(), GatherRounding::F32).run_host(gpu, &ids),
+    )
+    .unwrap();
+    assert_bits("split gather", &g2, &g1);
+
+    let w = common::randn(&mut common::rng(23), n * k);
+    let (d1, _) = dense(gpu, &w, n, k, DType::F16, None);
+    let (d2, _) = dense(gpu, &w, n, k, DType::F16, Some(16 << 10));
+    assert!(d2.weights.splits.len() >= 4);
+    let y1 = pollster::block_on(d1.run_host(gpu, &x, m)).unwrap();
+    let y2 = pollster::block_on(d2.run_host(gpu, &x, m)).unwrap();
+    assert_bits("split dense matmul", &y2, &y1);
+}
+
+fn err_text(r: Result<impl Sized, OpError>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Bad inputs give errors that name the problem.
+#[test]
+fn bad_inputs_are_named() {
+    let Some(gpu) = common::gpu() else { return };
+    let q = qtensor(31, 8, 128, 64, 4, DType::BF16);
+    let op = qmm(gpu, &q, None);
+    let e = err_text(pollster::block_on(op.run_host(gpu, &[0.0; 100], 1)));
+    assert!(e.contains("`x`") && e.contains("128"), "{e}");
+    let e = err_text(pollster::block_on(op.run_host(gpu, &[], 0)));
+    assert!(e.contains("zero"), "{e}");
+
+    let q3 = qtensor(32, 8, 128, 64, 3, DType::BF16);
+    let e = err_text(QWeights::upload(gpu, &q3));
+    assert!(e.contains("bits") && e.contains('3'), "{e}");
+    let wide = qtensor(33, 1, 32 * 513, 32, 4, DType::BF16);
+    let e = err_text(QWeights::upload(gpu, &wide));
+    assert!(e.contains("513") && e.contains("groups"), "{e}");
+
+    let f32q = qtensor(34, 4, 64, 64, 4, DType::F32);
+    let w = QWeights::upload(gpu, &f32q).unwrap();
+    let e = err_text(pollster::block_on(EmbedGather::new(
+        gpu,
+        w.clone(),
+        GatherRounding::ModelDtype,
+    )));
+    assert!(e.contains("rounding"), "{e}");
+    let g = gather(gpu, w, GatherRounding::F32);
+    let e = err_text(pollster::block_on(g.run_host(gpu, &[4])));
+    assert!(e.contains("token id") && e.contains('4'), "{e}");
+
+    let bytes = vec![0u8; 4 * 12 * 2];
+    let e = err_text(onepath::ops::qmm::DenseWeights::upload(
+        gpu,
+        &bytes,
+        DType::F16,
+        4,
+        12,
+        None,
+    ));
+    assert!(e.contains("multiple of 8"), "{e}");
+    let e = err_text(onepath::ops::qmm::DenseWeights::upload(
+        gpu,
+        &bytes,
+        DType::F16,
+        4,
+        16,
+        None,
+    ));
+    assert!(e.contains("W bytes"), "{e}");
+}

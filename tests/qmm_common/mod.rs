@@ -1,0 +1,132 @@
+//! Helpers for the matmul tests (`qmatmul*.rs`): quantized weights, runs, error measures.
+#![allow(dead_code)]
+
+use onepath::gpu::Gpu;
+use onepath::ops::qmm::{DenseMatmul, DenseWeights, QMatmul, QWeights};
+use onepath_weights::{DType, QuantizedTensor, quantize};
+use std::sync::Arc;
+
+/// f32 unit roundoff.
+pub const U: f64 = 1.0 / 16_777_216.0;
+
+/// Random `[rows, cols]` weights quantized like MLX.
+pub fn qtensor(
+    seed: u64,
+    rows: usize,
+    cols: usize,
+    group: usize,
+    bits: u32,
+    dt: DType,
+) -> QuantizedTensor<'static> {
+    let w = crate::common::randn(&mut crate::common::rng(seed), rows * cols);
+    quantize(&w, rows, cols, group, bits, dt).expect("quantize")
+}
+
+pub fn qmm(gpu: &Gpu, q: &QuantizedTensor, max_binding: Option<u64>) -> QMatmul {
+    let w = QWeights::upload_with(gpu, q, max_binding).expect("upload");
+    pollster::block_on(QMatmul::new(gpu, w)).expect("pipeline")
+}
+
+pub fn run(gpu: &Gpu, op: &QMatmul, x: &[f32], m: usize) -> Vec<f32> {
+    pollster::block_on(op.run_host(gpu, x, m)).expect("qmatmul run")
+}
+
+pub fn dense(
+    gpu: &Gpu,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    dt: DType,
+    max: Option<u64>,
+) -> (DenseMatmul, Vec<f32>) {
+    let mut bytes = Vec::new();
+    for &v in w {
+        dt.encode(v, &mut bytes);
+    }
+    let stored: Vec<f32> = w.iter().map(|&v| dt.round(v)).collect();
+    let dw: Arc<DenseWeights> =
+        DenseWeights::upload(gpu, &bytes, dt, rows, cols, max).expect("upload");
+    (
+        pollster::block_on(DenseMatmul::new(gpu, dw)).expect("pipeline"),
+        stored,
+    )
+}
+
+/// The dequantized W an f32 kernel sees: `scale.mul_add(q, bias)` per element (one rounding;
+/// equal to `dequantize_f32` whenever `scale * q` is exact, i.e. for f16/bf16 scales).
+pub fn deq_fma(q: &QuantizedTensor) -> Vec<f32> {
+    let codes = q.unpack_rows(0..q.rows()).unwrap();
+    let (s, b) = (q.scales_f32(), q.biases_f32());
+    let (k, g) = (q.cols(), q.group_size());
+    codes
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let gi = (i / k) * (k / g) + (i % k) / g;
+            s[gi].mul_add(f32::from(c), b[gi])
+        })
+        .collect()
+}
+
+/// Per output element, `sum_k |x_k| (|s| q_k + |b|)`: the magnitude the factored kernel
+/// accumulates at (it forms `s * sum(x q) + b * sum(x)` per group).
+pub fn mass(q: &QuantizedTensor, x: &[f32], m: usize) -> Vec<f64> {
+    let codes = q.unpack_rows(0..q.rows()).unwrap();
+    let (s, b) = (q.scales_f32(), q.biases_f32());
+    let (k, n, g) = (q.cols(), q.rows(), q.group_size());
+    let mut out = vec![0.0; m * n];
+    for r in 0..m {
+        for c in 0..n {
+            let mut acc = 0.0f64;
+            for t in 0..k {
+                let gi = c * (k / g) + t / g;
+                let xa = f64::from(x[r * k + t]).abs();
+                acc += xa
+                    * (f64::from(s[gi]).abs() * f64::from(codes[c * k + t])
+                        + f64::from(b[gi]).abs());
+            }
+            out[r * n + c] = acc;
+        }
+    }
+    out
+}
+
+/// The worst-case number of roundings on any product's path through the quantized kernel:
+/// the in-group vec4 chain (group/4), its combine (2), the per-lane fma chain over its groups
+/// (2 per group) and the lane tree (log2 lanes), plus the group sum of x (group/4 + 2).
+pub fn quant_depth(k: usize, group: usize, lanes: u32) -> f64 {
+    let per_lane = (k / group).div_ceil(lanes as usize);
+    (group / 4 + 2 + 2 * per_lane + lanes.trailing_zeros() as usize + group / 4 + 2) as f64
+}
+
+/// Largest `|got - want| / (U * mass)` (the error in units of the f32 roundoff times the
+/// accumulated magnitude).
+pub fn worst_ratio(want: &[f64], got: &[f32], mass: &[f64]) -> f64 {
+    want.iter()
+        .zip(got)
+        .zip(mass)
+        .map(|((w, g), m)| (w - f64::from(*g)).abs() / (U * m.max(f64::MIN_POSITIVE)))
+        .fold(0.0, f64::max)
+}
+
+/// Row `m` of a `[rows, n]` output.
+pub fn row(y: &[f32], n: usize, m: usize) -> &[f32] {
+    &y[m * n..(m + 1) * n]
+}
+
+/// Asserts `a == b` bit for bit, naming the count and the first differing index.
+pub fn assert_bits(what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let diff: Vec<usize> = (0..a.len())
+        .filter(|&i| a[i].to_bits() != b[i].to_bits())
+        .collect();
+    if let Some(&i) = diff.first() {
+        panic!(
+            "{what}: {} of {} elements differ; first at {i}: {:e} vs {:e}",
+            diff.len(),
+            a.len(),
+            a[i],
+            b[i]
+        );
+    }
+}
