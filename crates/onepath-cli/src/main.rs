@@ -1,6 +1,7 @@
 //! `onepath`: the command-line front end. Prints for people by default, `--json` for machines.
 
 mod bench;
+mod bench_qmm;
 mod parity;
 mod util;
 
@@ -41,6 +42,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// Quantized matmul (4-bit, group 64, bf16 scales) on Gemma 4 E2B's MLP and LM-head shapes:
+    /// decode (M = 1) and prefill (M = 512); time, GB/s of weights, TFLOP/s.
+    Qmatmul {
+        /// Timed calls per case (after warm-up); the median is reported.
+        #[arg(long, default_value_t = 20)]
+        iters: u32,
+        /// Rows of x.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 512])]
+        m: Vec<usize>,
+        /// Weight shapes N x K.
+        #[arg(long, value_delimiter = ',', default_values = ["6144x1536", "1536x6144", "262144x1536"])]
+        shapes: Vec<String>,
+    },
     /// Decode attention: batch 1, 8, 32; 8 query heads on 1 KV head; head_dim 256 and 512;
     /// 4096 and 32768 keys; f16 K/V.
     Sdpa {
@@ -78,6 +92,9 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Parity => parity::run(&gpu, cli.json),
+        Command::Bench {
+            what: BenchWhat::Qmatmul { iters, m, shapes },
+        } => bench_qmm::run(&gpu, iters, &m, &shapes, cli.json),
         Command::Bench {
             what: BenchWhat::Sdpa { iters },
         } => bench::sdpa(&gpu, iters, cli.json),

@@ -1,0 +1,228 @@
+//! `onepath bench qmatmul`: the batch-invariant quantized matmul on Gemma 4 E2B's MLP and
+//! LM-head shapes (4-bit, group 64, bf16 scales), decode (M = 1) and prefill (M = 512).
+//!
+//! Time is the GPU timestamp span of the matmul pass (median) where the device has timestamps,
+//! else wall clock. Weights are random (never zeros) and rotated among enough copies that every
+//! call reads at least 256 MiB that the previous calls did not, so M = 1 times are DRAM times.
+
+use crate::util::adapter_json;
+use onepath_gpu::{Gpu, GpuTimer};
+use onepath_ops::qmm::{QMatmul, QWeights};
+use onepath_weights::{DType, QuantParams, QuantizedTensor};
+use serde_json::json;
+use std::borrow::Cow;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+type R<T> = Result<T, Box<dyn std::error::Error>>;
+
+const ROTATE_BYTES: u64 = 256 << 20;
+const MAX_COPIES: u64 = 64;
+const BITS: u32 = 4;
+const GROUP: usize = 64;
+
+/// PyTorch int4 GEMV (tinygemm) on an H100 at M = 1, GB/s (`bench/peers/torch_int4.py`); the
+/// target is 1.2x these.
+fn torch_peer_gb_s(n: usize, k: usize) -> Option<f64> {
+    match (n, k) {
+        (6144, 1536) | (1536, 6144) => Some(556.0),
+        (262144, 1536) => Some(1672.0),
+        _ => None,
+    }
+}
+
+/// Parses `"NxK"`.
+fn parse_shape(s: &str) -> R<(usize, usize)> {
+    let (n, k) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("shape `{s}`: expected NxK, e.g. 6144x1536"))?;
+    Ok((n.trim().parse()?, k.trim().parse()?))
+}
+
+/// Bytes from a fixed xorshift stream (reproducible, fast enough for 200 MB).
+fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut s = seed | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// A random `[n, k]` 4-bit quantized matrix with bf16 scales/biases of realistic size.
+fn random_weights(n: usize, k: usize) -> R<QuantizedTensor<'static>> {
+    let groups = n * (k / GROUP);
+    let bf = |seed: u64, mag: f32| -> Vec<u8> {
+        random_bytes(seed, groups * 2)
+            .chunks_exact(2)
+            .flat_map(|c| {
+                let u = f32::from(u16::from_le_bytes([c[0], c[1]])) / 65535.0 - 0.5;
+                half::bf16::from_f32(u * mag).to_bits().to_le_bytes()
+            })
+            .collect()
+    };
+    let scales = bf(2, 0.01);
+    let biases = bf(3, 0.1);
+    let params = QuantParams::new(GROUP, BITS, "bench")?;
+    Ok(QuantizedTensor::new(
+        "bench",
+        vec![n, k],
+        params,
+        DType::BF16,
+        Cow::Owned(random_bytes(1, n * k * BITS as usize / 8)),
+        Cow::Owned(scales),
+        Cow::Owned(biases),
+    )?)
+}
+
+struct Timing {
+    gpu_ns: Option<f64>,
+    wall_ns: f64,
+    copies: usize,
+}
+
+/// Median time of one `m`-row call, rotating among weight copies.
+fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32) -> R<Timing> {
+    let (n, k) = (q.rows(), q.cols());
+    let y_bytes = (m * n * 4) as u64;
+    if y_bytes > gpu.max_binding() {
+        return Err(format!(
+            "y ({y_bytes} bytes) exceeds this device's binding limit of {} bytes",
+            gpu.max_binding()
+        )
+        .into());
+    }
+    let first = QWeights::upload(gpu, q)?;
+    let copies = (ROTATE_BYTES.div_ceil(first.bytes())).clamp(1, MAX_COPIES) as usize;
+    let mut weights: Vec<Arc<QWeights>> = vec![first];
+    for _ in 1..copies {
+        weights.push(QWeights::upload(gpu, q)?);
+    }
+    let xs = crate::util::rms_rows(5, m * k, k);
+    let x = gpu.storage_from("x", bytemuck::cast_slice(&xs))?;
+    let y = gpu.storage("y", y_bytes)?;
+    let mut prepared = Vec::with_capacity(copies);
+    for w in weights {
+        let op = pollster::block_on(QMatmul::new(gpu, w))?;
+        prepared.push(op.prepare(gpu, m, &x, &y)?);
+    }
+    let timer = GpuTimer::new(gpu, 1);
+    let (mut gpu_ns, mut wall_ns) = (Vec::new(), Vec::new());
+    let warm = copies.min(3) as u32;
+    for it in 0..iters + warm {
+        let p = &prepared[it as usize % copies];
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        p.encode(&mut enc, timer.as_ref());
+        if let Some(t) = &timer {
+            t.resolve(&mut enc);
+        }
+        let t0 = Instant::now();
+        gpu.queue.submit([enc.finish()]);
+        gpu.wait_idle()?;
+        let wall = t0.elapsed().as_nanos() as f64;
+        if it >= warm {
+            wall_ns.push(wall);
+            if let Some(t) = &timer {
+                gpu_ns.push(pollster::block_on(t.read_ns(gpu))?[0]);
+            }
+        }
+    }
+    Ok(Timing {
+        gpu_ns: (!gpu_ns.is_empty()).then(|| median(&mut gpu_ns)),
+        wall_ns: median(&mut wall_ns),
+        copies,
+    })
+}
+
+/// Runs the grid `shapes x ms` and prints a table (or one JSON object).
+pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool) -> R<ExitCode> {
+    let iters = iters.max(1);
+    if !as_json {
+        println!("adapter: {}", gpu.describe());
+        println!(
+            "quantized matmul y = x W^T, {BITS}-bit group {GROUP}, bf16 scales/biases; time = GPU \
+             timestamps (median of {iters}) where available, else wall clock\n"
+        );
+        println!(
+            "{:>14} {:>5} {:>11} {:>11} {:>9} {:>9} {:>9}",
+            "N x K", "M", "time (us)", "wall (us)", "GB/s", "TFLOP/s", "vs torch"
+        );
+    }
+    let mut rows = Vec::new();
+    for s in shapes {
+        let (n, k) = parse_shape(s)?;
+        let q = match random_weights(n, k) {
+            Ok(q) => q,
+            Err(e) => {
+                rows.push(json!({"n": n, "k": k, "skipped": e.to_string()}));
+                if !as_json {
+                    println!("{:>14} skipped: {e}", format!("{n}x{k}"));
+                }
+                continue;
+            }
+        };
+        let wbytes = (n * k / 2 + 2 * n * (k / GROUP) * 2) as f64;
+        for &m in ms {
+            let shape = format!("{n}x{k}");
+            match time_case(gpu, &q, m, iters) {
+                Ok(t) => {
+                    let ns = t.gpu_ns.unwrap_or(t.wall_ns);
+                    let gbs = wbytes / ns;
+                    let tflops = 2.0 * (m * n * k) as f64 / ns / 1e3;
+                    let vs = torch_peer_gb_s(n, k).filter(|_| m == 1).map(|p| gbs / p);
+                    if !as_json {
+                        let g = t.gpu_ns.map_or("-".into(), |x| format!("{:.1}", x / 1e3));
+                        let v = vs.map_or("-".into(), |v| format!("{v:.2}x"));
+                        println!(
+                            "{shape:>14} {m:>5} {g:>11} {:>11.1} {:>9} {:>9} {v:>9}",
+                            t.wall_ns / 1e3,
+                            sig3(gbs),
+                            sig3(tflops)
+                        );
+                    }
+                    rows.push(json!({"n": n, "k": k, "m": m,
+                        "gpu_us": t.gpu_ns.map(|x| x / 1e3), "wall_us": t.wall_ns / 1e3,
+                        "weight_bytes": wbytes, "effective_gb_s": gbs, "tflop_s": tflops,
+                        "weight_copies": t.copies, "vs_torch_int4_h100": vs}));
+                }
+                Err(e) => {
+                    if !as_json {
+                        println!("{shape:>14} {m:>5} skipped: {e}");
+                    }
+                    rows.push(json!({"n": n, "k": k, "m": m, "skipped": e.to_string()}));
+                }
+            }
+        }
+    }
+    if as_json {
+        let out = json!({"adapter": adapter_json(gpu), "bench": "qmatmul", "bits": BITS,
+            "group_size": GROUP, "scale_dtype": "bf16", "iters": iters, "results": rows});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "\nGB/s = bytes of packed weights + scales + biases / time. vs torch = GB/s over \
+             PyTorch int4 GEMV on an H100 (556 GB/s MLP shapes, 1672 GB/s LM head; target >= 1.2x)."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Three significant digits (slow software adapters give tiny numbers).
+fn sig3(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        let d = (2 - v.abs().log10().floor() as i32).clamp(0, 9) as usize;
+        format!("{v:.d$}")
+    }
+}
+
+fn median(x: &mut [f64]) -> f64 {
+    x.sort_by(|a, b| a.total_cmp(b));
+    x[x.len() / 2]
+}
