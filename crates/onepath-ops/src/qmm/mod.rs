@@ -183,7 +183,6 @@ fn grid(m: usize, n: usize, lanes: u32) -> (u32, u32, u32, u32) {
     (m.div_ceil(MT) as u32, gy, blocks.div_ceil(gy), blocks)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn params(
     gpu: &Gpu,
     m: usize,
