@@ -23,10 +23,10 @@ const ROWS: u32 = 8u;            // query rows per workgroup (e.g. 8 query heads
 const WG: u32 = 256u;            // invocations (WebGPU's default maximum)
 const NONE: u32 = 0xffffffffu;
 const LOWEST: f32 = -3.4028235e38;
-// Offsets (in f32) inside the workgroup union `u` for the small per-chunk values.
-const RED: u32 = 2048u;          // 256 partial maxima, after the [row][key] scores
-const RMAX: u32 = 2304u;         // 8 row maxima
-const LSUM: u32 = 2312u;         // 8 probability sums (split fold)
+// vec4 offsets inside the workgroup union `u` for the small per-chunk values.
+const RED: u32 = 512u;           // 256 + 64 partial maxima or sums (vec4: rows 0-3 | 4-7)
+const RMAX: u32 = 832u;          // row maxima, 2 vec4
+const RSUM: u32 = 834u;          // row probability sums, 2 vec4
 
 struct Params {
     kv_stride: u32,     // elements between consecutive keys of one (sequence, head)
@@ -39,9 +39,9 @@ struct Params {
     softcap: f32,       // <= 0: no soft-cap
 }
 
-// plan, group record (at 12 * g): key_base, lo, n_rows, max_hi, row ids [8]
-// plan, row record (at rows_off + 8 * r): q_off, hi, dense_off, part_base, n_chunks, out_off, lo,
-//   same (1 when every row of its group has exactly this span; 0 otherwise)
+// plan, group record (at 24 * g): key_base, lo, n_rows, max_hi, same (1: every row attends one
+//   shared span), 0, 0, 0, row ids [8], q offsets [8]
+// plan, row record (at rows_off + 8 * r): q_off, hi, dense_off, part_base, n_chunks, out_off, lo, 0
 // plan, item (at items_off + 2 * i): group, chunk
 @group(0) @binding(0) var<uniform> prm: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -51,19 +51,12 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 
 // One 16 KiB union (WebGPU's default limit), reused phase by phase:
-//   phase 1: q transposed, [d][row] as 2 vec4 per d (D * 8 floats);
-//   phase 2: scores [row][key] (2048 floats), partial maxima at RED, row maxima at RMAX;
-//   phase 3-4: probabilities [key][row] as 2 vec4 per key (-1 marks a key outside the row);
-//   phase 5: split partials [pair][x|y][rows 0-3|4-7], sums at LSUM.
+//   phase 0-1: q transposed, [d][rows 0-3 | rows 4-7] (2 vec4 per d);
+//   phase 2: scores [key][rows 0-3 | 4-7] (512 vec4), partial maxima at RED, row maxima at RMAX;
+//   phase 3-4: probabilities [key][rows 0-3 | 4-7] (-1 marks a key outside the row's set),
+//     partial sums at RED, row sums at RSUM;
+//   phase 5: split partials [pair][x_a, x_b, y_a, y_b].
 var<workgroup> u: array<vec4<f32>, 1024>;
-
-fn uget(i: u32) -> f32 {
-    return u[i / 4u][i % 4u];
-}
-
-fn uset(i: u32, x: f32) {
-    u[i / 4u][i % 4u] = x;
-}
 
 fn in_set(row: u32, j: u32, lo: u32) -> bool {
     let hi = plan[prm.rows_off + 8u * row + 1u];
@@ -94,114 +87,221 @@ fn soft(x: vec4<f32>) -> vec4<f32> {
     return y;
 }
 
+// acc (rows 0-3, rows 4-7) += q[d] * kd for one dimension d, in d order.
+struct Acc {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+fn step(acc: Acc, d: u32, kd: f32) -> Acc {
+    return Acc(fma(u[2u * d], vec4<f32>(kd), acc.a), fma(u[2u * d + 1u], vec4<f32>(kd), acc.b));
+}
+
+// Eight consecutive dims d0..d0+7 from one vec4<u32> of packed halves.
+fn step8h(acc0: Acc, d0: u32, w: vec4<u32>) -> Acc {
+    var acc = acc0;
+    let k0 = unpack2x16float(w.x);
+    let k1 = unpack2x16float(w.y);
+    let k2 = unpack2x16float(w.z);
+    let k3 = unpack2x16float(w.w);
+    acc = step(acc, d0, k0.x);
+    acc = step(acc, d0 + 1u, k0.y);
+    acc = step(acc, d0 + 2u, k1.x);
+    acc = step(acc, d0 + 3u, k1.y);
+    acc = step(acc, d0 + 4u, k2.x);
+    acc = step(acc, d0 + 5u, k2.y);
+    acc = step(acc, d0 + 6u, k3.x);
+    acc = step(acc, d0 + 7u, k3.y);
+    return acc;
+}
+
+// Four consecutive dims from one vec4<u32> of f32 bits.
+fn step4f(acc0: Acc, d0: u32, w: vec4<u32>) -> Acc {
+    var acc = acc0;
+    let k = bitcast<vec4<f32>>(w);
+    acc = step(acc, d0, k.x);
+    acc = step(acc, d0 + 1u, k.y);
+    acc = step(acc, d0 + 2u, k.z);
+    acc = step(acc, d0 + 3u, k.w);
+    return acc;
+}
+
+// q.k for all rows of the group, d = 0..D-1 in order. Loads are issued eight vec4 at a time so
+// their latency overlaps; the fma order is unchanged.
+fn dots(key_elem: u32) -> Acc {
+    var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
+    if (KV_F16) {
+        let kb = key_elem / 8u;
+        for (var c = 0u; c < D / 8u; c += 8u) {
+            let w0 = k[kb + c + 0u];
+            let w1 = k[kb + c + 1u];
+            let w2 = k[kb + c + 2u];
+            let w3 = k[kb + c + 3u];
+            let w4 = k[kb + c + 4u];
+            let w5 = k[kb + c + 5u];
+            let w6 = k[kb + c + 6u];
+            let w7 = k[kb + c + 7u];
+            acc = step8h(acc, 8u * (c + 0u), w0);
+            acc = step8h(acc, 8u * (c + 1u), w1);
+            acc = step8h(acc, 8u * (c + 2u), w2);
+            acc = step8h(acc, 8u * (c + 3u), w3);
+            acc = step8h(acc, 8u * (c + 4u), w4);
+            acc = step8h(acc, 8u * (c + 5u), w5);
+            acc = step8h(acc, 8u * (c + 6u), w6);
+            acc = step8h(acc, 8u * (c + 7u), w7);
+        }
+    } else {
+        let kb = key_elem / 4u;
+        for (var c = 0u; c < D / 4u; c += 8u) {
+            let w0 = k[kb + c + 0u];
+            let w1 = k[kb + c + 1u];
+            let w2 = k[kb + c + 2u];
+            let w3 = k[kb + c + 3u];
+            let w4 = k[kb + c + 4u];
+            let w5 = k[kb + c + 5u];
+            let w6 = k[kb + c + 6u];
+            let w7 = k[kb + c + 7u];
+            acc = step4f(acc, 4u * (c + 0u), w0);
+            acc = step4f(acc, 4u * (c + 1u), w1);
+            acc = step4f(acc, 4u * (c + 2u), w2);
+            acc = step4f(acc, 4u * (c + 3u), w3);
+            acc = step4f(acc, 4u * (c + 4u), w4);
+            acc = step4f(acc, 4u * (c + 5u), w5);
+            acc = step4f(acc, 4u * (c + 6u), w6);
+            acc = step4f(acc, 4u * (c + 7u), w7);
+        }
+    }
+    return acc;
+}
+
+// P.V accumulators of one thread: dims (x, y) = (2*pair, 2*pair+1), rows 0-3 (a) and 4-7 (b).
+struct Pv {
+    xa: vec4<f32>,
+    xb: vec4<f32>,
+    ya: vec4<f32>,
+    yb: vec4<f32>,
+}
+
+// Adds key kk's contribution to every row that has the key (p is not the -1 marker; a NaN p
+// from a NaN key is in the set and propagates); `all_in` skips the test
+// for groups whose rows all share one span (every key of the loop is in every row's set).
+fn pv_step(acc: Pv, kk: u32, vv: vec2<f32>, all_in: bool) -> Pv {
+    let pa = u[2u * kk];
+    let pb = u[2u * kk + 1u];
+    let nx = Pv(fma(pa, vec4<f32>(vv.x), acc.xa), fma(pb, vec4<f32>(vv.x), acc.xb),
+        fma(pa, vec4<f32>(vv.y), acc.ya), fma(pb, vec4<f32>(vv.y), acc.yb));
+    if (all_in) {
+        return nx;
+    }
+    let ia = pa != vec4<f32>(-1.0);
+    let ib = pb != vec4<f32>(-1.0);
+    return Pv(select(acc.xa, nx.xa, ia), select(acc.xb, nx.xb, ib), select(acc.ya, nx.ya, ia),
+        select(acc.yb, nx.yb, ib));
+}
+
+// Per-row maximum (`is_max`) or sum of the [key][row] values in u[0..512): a fixed tree,
+// 256 -> 64 -> 2 sequential folds of 32. Result in u[dst], u[dst + 1]. Callers put a barrier
+// between writing the values and calling this.
+fn reduce_rows(t: u32, is_max: bool, dst: u32) {
+    {
+        let half = t / 128u;
+        let lane = t % 128u;
+        let x = u[2u * lane + half];
+        let y = u[2u * (lane + 128u) + half];
+        workgroupBarrier();
+        u[RED + t] = select(x + y, max(x, y), is_max);
+    }
+    workgroupBarrier();
+    if (t < 64u) {
+        let half = t / 32u;
+        let lane = t % 32u;
+        let b = RED + 128u * half + lane;
+        let x0 = u[b];
+        let x1 = u[b + 32u];
+        let x2 = u[b + 64u];
+        let x3 = u[b + 96u];
+        u[RED + 256u + t] = select(((x0 + x1) + x2) + x3, max(max(x0, x1), max(x2, x3)), is_max);
+    }
+    workgroupBarrier();
+    if (t < 2u) {
+        var m = u[RED + 256u + 32u * t];
+        for (var i = 1u; i < 32u; i++) {
+            let x = u[RED + 256u + 32u * t + i];
+            m = select(m + x, max(m, x), is_max);
+        }
+        u[dst + t] = m;
+    }
+    workgroupBarrier();
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let item = wid.x + wid.y * prm.grid_x;
     let live = item < prm.n_items;
     let it = select(0u, item, live);
-    let g = plan[prm.items_off + 2u * it];
+    let g = 24u * plan[prm.items_off + 2u * it];
     let chunk = plan[prm.items_off + 2u * it + 1u];
-    let key_base = plan[12u * g];
-    let lo = plan[12u * g + 1u];
-    let nr = select(0u, plan[12u * g + 2u], live);
-    let max_hi = plan[12u * g + 3u];
-    let same = plan[prm.rows_off + 8u * plan[12u * g + 4u] + 7u] == 1u;
+    let key_base = plan[g];
+    let lo = plan[g + 1u];
+    let nr = select(0u, plan[g + 2u], live);
+    let max_hi = plan[g + 3u];
+    let same = plan[g + 4u] == 1u;
     let start = lo + chunk * CHUNK;
 
-    // Phase 0: q of the group's rows into u, transposed to [d][row] (zeros for absent rows).
-    for (var i = t; i < D * ROWS; i += WG) {
-        let r = i / D;
-        let d = i % D;
-        var x = 0.0;
-        if (r < nr) {
-            x = q[plan[prm.rows_off + 8u * plan[12u * g + 4u + r]] + d];
+    // Phase 0: q of the group's rows into u, transposed (zeros for absent rows).
+    for (var d = t; d < D; d += WG) {
+        var x: array<f32, 8>;
+        for (var r = 0u; r < ROWS; r++) {
+            x[r] = select(0.0, q[plan[g + 16u + min(r, max(nr, 1u) - 1u)] + d], r < nr);
         }
-        uset(d * ROWS + r, x);
+        u[2u * d] = vec4<f32>(x[0], x[1], x[2], x[3]);
+        u[2u * d + 1u] = vec4<f32>(x[4], x[5], x[6], x[7]);
     }
     workgroupBarrier();
 
-    // Phase 1: thread t scores key `start + t` against all rows; q.k runs over d = 0..D-1 in
-    // order, one fma per element, for every row alike.
+    // Phase 1: thread t scores key `start + t` against all rows.
     let j = start + t;
     var valid = 0u;
-    for (var r = 0u; r < ROWS; r++) {
-        if (r < nr && in_set(plan[12u * g + 4u + r], j, lo)) {
-            valid |= 1u << r;
+    if (same) {
+        valid = select(0u, (1u << nr) - 1u, j < max_hi);
+    } else {
+        for (var r = 0u; r < ROWS; r++) {
+            if (r < nr && in_set(plan[g + 8u + r], j, lo)) {
+                valid |= 1u << r;
+            }
         }
     }
-    var acc_a = vec4<f32>(0.0);
-    var acc_b = vec4<f32>(0.0);
+    var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
     if (valid != 0u) {
-        let ke = key_base + j * prm.kv_stride;
-        if (KV_F16) {
-            let kb = ke / 8u;
-            for (var c = 0u; c < D / 8u; c++) {
-                let w = k[kb + c];
-                let kk = array<vec2<f32>, 4>(unpack2x16float(w.x), unpack2x16float(w.y),
-                    unpack2x16float(w.z), unpack2x16float(w.w));
-                for (var e = 0u; e < 8u; e++) {
-                    let kd = vec4<f32>(kk[e / 2u][e % 2u]);
-                    let d = 8u * c + e;
-                    acc_a = fma(u[2u * d], kd, acc_a);
-                    acc_b = fma(u[2u * d + 1u], kd, acc_b);
-                }
-            }
-        } else {
-            let kb = ke / 4u;
-            for (var c = 0u; c < D / 4u; c++) {
-                let w = bitcast<vec4<f32>>(k[kb + c]);
-                for (var e = 0u; e < 4u; e++) {
-                    let kd = vec4<f32>(w[e]);
-                    let d = 4u * c + e;
-                    acc_a = fma(u[2u * d], kd, acc_a);
-                    acc_b = fma(u[2u * d + 1u], kd, acc_b);
-                }
-            }
-        }
+        acc = dots(key_base + j * prm.kv_stride);
     }
     let bits_a = vec4<u32>(1u, 2u, 4u, 8u);
     let va = (vec4<u32>(valid) & bits_a) != vec4<u32>(0u);
     let vb = (vec4<u32>(valid) & (bits_a << vec4<u32>(4u))) != vec4<u32>(0u);
-    let s_a = select(vec4<f32>(LOWEST), soft(acc_a), va);
-    let s_b = select(vec4<f32>(LOWEST), soft(acc_b), vb);
+    let s_a = select(vec4<f32>(LOWEST), soft(acc.a), va);
+    let s_b = select(vec4<f32>(LOWEST), soft(acc.b), vb);
     workgroupBarrier();
-    for (var r = 0u; r < 4u; r++) {
-        uset(r * CHUNK + t, s_a[r]);
-        uset((r + 4u) * CHUNK + t, s_b[r]);
-    }
+    u[2u * t] = s_a;
+    u[2u * t + 1u] = s_b;
     workgroupBarrier();
 
-    // Phase 2: per-row maximum over the chunk (max is exact, so its order does not matter).
-    {
-        let r = t / 32u;
-        let lane = t % 32u;
-        var m = LOWEST;
-        for (var i = 0u; i < CHUNK / 32u; i++) {
-            m = max(m, uget(r * CHUNK + lane + 32u * i));
-        }
-        uset(RED + t, m);
-    }
+    // Phase 2: per-row maximum over the chunk (max is exact: any order gives the same value).
+    reduce_rows(t, true, RMAX);
+
+    // Phase 3: probabilities [key][row]; -1 marks a key outside the row's set. Their per-row
+    // sums use the same fixed tree, with keys outside the set contributing exactly 0.
+    let e_a = exp(s_a - u[RMAX]);
+    let e_b = exp(s_b - u[RMAX + 1u]);
+    u[2u * t] = select(vec4<f32>(0.0), e_a, va);
+    u[2u * t + 1u] = select(vec4<f32>(0.0), e_b, vb);
     workgroupBarrier();
-    if (t < ROWS) {
-        var m = LOWEST;
-        for (var i = 0u; i < 32u; i++) {
-            m = max(m, uget(RED + t * 32u + i));
-        }
-        uset(RMAX + t, m);
-    }
+    reduce_rows(t, false, RSUM);
+    u[2u * t] = select(vec4<f32>(-1.0), e_a, va);
+    u[2u * t + 1u] = select(vec4<f32>(-1.0), e_b, vb);
     workgroupBarrier();
 
-    // Phase 3: probabilities [key][row]; -1 marks a key outside the row's set.
-    let m_a = vec4<f32>(uget(RMAX), uget(RMAX + 1u), uget(RMAX + 2u), uget(RMAX + 3u));
-    let m_b = vec4<f32>(uget(RMAX + 4u), uget(RMAX + 5u), uget(RMAX + 6u), uget(RMAX + 7u));
-    workgroupBarrier();
-    u[2u * t] = select(vec4<f32>(-1.0), exp(s_a - m_a), va);
-    u[2u * t + 1u] = select(vec4<f32>(-1.0), exp(s_b - m_b), vb);
-    workgroupBarrier();
-
-    // Phase 4: P.V. Thread t owns dims (2*pair, 2*pair+1) of all rows, over split `sp` of the
-    // chunk, keys in order. A row takes an fma exactly for the keys in its set: groups whose rows
-    // all share one span take every key (no test needed); others test the -1 marker.
+    // Phase 4: P.V. Thread t owns dims (2*pair, 2*pair+1) of all rows over split `sp` of the
+    // chunk, keys in order; V loads are issued sixteen keys at a time.
     let pairs = D / 2u;
     let n_split = WG / pairs;
     let sp = t / pairs;
@@ -210,62 +310,63 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let k_end = select(0u, min(CHUNK, max_hi - start), live && max_hi > start);
     let k0 = sp * span;
     let k1 = min(k0 + span, k_end);
-    var x_a = vec4<f32>(0.0);
-    var x_b = vec4<f32>(0.0);
-    var y_a = vec4<f32>(0.0);
-    var y_b = vec4<f32>(0.0);
-    if (same) {
-        for (var kk = k0; kk < k1; kk++) {
-            let vv = load_v2(key_base + (start + kk) * prm.kv_stride, pair);
-            let p_a = u[2u * kk];
-            let p_b = u[2u * kk + 1u];
-            x_a = fma(p_a, vec4<f32>(vv.x), x_a);
-            x_b = fma(p_b, vec4<f32>(vv.x), x_b);
-            y_a = fma(p_a, vec4<f32>(vv.y), y_a);
-            y_b = fma(p_b, vec4<f32>(vv.y), y_b);
-        }
-    } else {
-        for (var kk = k0; kk < k1; kk++) {
-            let vv = load_v2(key_base + (start + kk) * prm.kv_stride, pair);
-            let p_a = u[2u * kk];
-            let p_b = u[2u * kk + 1u];
-            let in_a = p_a >= vec4<f32>(0.0);
-            let in_b = p_b >= vec4<f32>(0.0);
-            x_a = select(x_a, fma(p_a, vec4<f32>(vv.x), x_a), in_a);
-            x_b = select(x_b, fma(p_b, vec4<f32>(vv.x), x_b), in_b);
-            y_a = select(y_a, fma(p_a, vec4<f32>(vv.y), y_a), in_a);
-            y_b = select(y_b, fma(p_b, vec4<f32>(vv.y), y_b), in_b);
-        }
+    let vbase = key_base + start * prm.kv_stride;
+    let vs = prm.kv_stride;
+    var pv = Pv(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var kk = k0;
+    for (; kk + 16u <= k1; kk += 16u) {
+        let v0 = load_v2(vbase + (kk + 0u) * vs, pair);
+        let v1 = load_v2(vbase + (kk + 1u) * vs, pair);
+        let v2 = load_v2(vbase + (kk + 2u) * vs, pair);
+        let v3 = load_v2(vbase + (kk + 3u) * vs, pair);
+        let v4 = load_v2(vbase + (kk + 4u) * vs, pair);
+        let v5 = load_v2(vbase + (kk + 5u) * vs, pair);
+        let v6 = load_v2(vbase + (kk + 6u) * vs, pair);
+        let v7 = load_v2(vbase + (kk + 7u) * vs, pair);
+        let v8 = load_v2(vbase + (kk + 8u) * vs, pair);
+        let v9 = load_v2(vbase + (kk + 9u) * vs, pair);
+        let v10 = load_v2(vbase + (kk + 10u) * vs, pair);
+        let v11 = load_v2(vbase + (kk + 11u) * vs, pair);
+        let v12 = load_v2(vbase + (kk + 12u) * vs, pair);
+        let v13 = load_v2(vbase + (kk + 13u) * vs, pair);
+        let v14 = load_v2(vbase + (kk + 14u) * vs, pair);
+        let v15 = load_v2(vbase + (kk + 15u) * vs, pair);
+        pv = pv_step(pv, kk + 0u, v0, same);
+        pv = pv_step(pv, kk + 1u, v1, same);
+        pv = pv_step(pv, kk + 2u, v2, same);
+        pv = pv_step(pv, kk + 3u, v3, same);
+        pv = pv_step(pv, kk + 4u, v4, same);
+        pv = pv_step(pv, kk + 5u, v5, same);
+        pv = pv_step(pv, kk + 6u, v6, same);
+        pv = pv_step(pv, kk + 7u, v7, same);
+        pv = pv_step(pv, kk + 8u, v8, same);
+        pv = pv_step(pv, kk + 9u, v9, same);
+        pv = pv_step(pv, kk + 10u, v10, same);
+        pv = pv_step(pv, kk + 11u, v11, same);
+        pv = pv_step(pv, kk + 12u, v12, same);
+        pv = pv_step(pv, kk + 13u, v13, same);
+        pv = pv_step(pv, kk + 14u, v14, same);
+        pv = pv_step(pv, kk + 15u, v15, same);
     }
-    // Sum of row `pair`'s probabilities over this split, in key order (threads pair < 8).
-    var lsum = 0.0;
-    if (pair < ROWS) {
-        for (var kk = k0; kk < k1; kk++) {
-            lsum += max(uget(8u * kk + pair), 0.0);
-        }
+    for (; kk < k1; kk++) {
+        pv = pv_step(pv, kk, load_v2(vbase + kk * vs, pair), same);
     }
     workgroupBarrier();
 
     // Phase 5: fold the splits in order 0, 1, 2, ... into split 0 (only when D < 512).
     for (var src = 1u; src < n_split; src++) {
         if (sp == src) {
-            u[4u * pair] = x_a;
-            u[4u * pair + 1u] = x_b;
-            u[4u * pair + 2u] = y_a;
-            u[4u * pair + 3u] = y_b;
-            if (pair < ROWS) {
-                uset(LSUM + pair, lsum);
-            }
+            u[4u * pair] = pv.xa;
+            u[4u * pair + 1u] = pv.xb;
+            u[4u * pair + 2u] = pv.ya;
+            u[4u * pair + 3u] = pv.yb;
         }
         workgroupBarrier();
         if (sp == 0u) {
-            x_a += u[4u * pair];
-            x_b += u[4u * pair + 1u];
-            y_a += u[4u * pair + 2u];
-            y_b += u[4u * pair + 3u];
-            if (pair < ROWS) {
-                lsum += uget(LSUM + pair);
-            }
+            pv.xa += u[4u * pair];
+            pv.xb += u[4u * pair + 1u];
+            pv.ya += u[4u * pair + 2u];
+            pv.yb += u[4u * pair + 3u];
         }
         workgroupBarrier();
     }
@@ -275,20 +376,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let stride = D + 4u;
         for (var r = 0u; r < ROWS; r++) {
             if (r < nr) {
-                let rec = prm.rows_off + 8u * plan[12u * g + 4u + r];
+                let rec = prm.rows_off + 8u * plan[g + 8u + r];
                 if (chunk < plan[rec + 4u]) {
                     let base = (plan[rec + 3u] + chunk) * stride;
-                    var xr = x_a[r % 4u];
-                    var yr = y_a[r % 4u];
-                    if (r >= 4u) {
-                        xr = x_b[r % 4u];
-                        yr = y_b[r % 4u];
-                    }
-                    partials[base + 4u + 2u * pair] = xr;
-                    partials[base + 5u + 2u * pair] = yr;
-                    if (pair == r) {
-                        partials[base] = uget(RMAX + r);
-                        partials[base + 1u] = lsum;
+                    let lo4 = r < 4u;
+                    let c = r % 4u;
+                    partials[base + 4u + 2u * pair] = select(pv.xb[c], pv.xa[c], lo4);
+                    partials[base + 5u + 2u * pair] = select(pv.yb[c], pv.ya[c], lo4);
+                    if (pair == 0u) {
+                        partials[base] = select(u[RMAX + 1u][c], u[RMAX][c], lo4);
+                        partials[base + 1u] = select(u[RSUM + 1u][c], u[RSUM][c], lo4);
                     }
                 }
             }

@@ -38,19 +38,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var m = partials[part_base * stride];
     var l = partials[part_base * stride + 1u];
     var a = partials[part_base * stride + 4u + d];
-    // Loads for four chunks are issued before their folds so their latency overlaps; the fold
+    // Loads for eight chunks are issued before their folds so their latency overlaps; the fold
     // itself stays strictly in chunk order.
-    for (var c = 1u; c < n; c += 4u) {
-        var mc: array<f32, 4>;
-        var lc: array<f32, 4>;
-        var ac: array<f32, 4>;
-        for (var i = 0u; i < 4u; i++) {
+    for (var c = 1u; c < n; c += 8u) {
+        var mc: array<f32, 8>;
+        var lc: array<f32, 8>;
+        var ac: array<f32, 8>;
+        for (var i = 0u; i < 8u; i++) {
             let b = (part_base + min(c + i, n - 1u)) * stride;
             mc[i] = partials[b];
             lc[i] = partials[b + 1u];
             ac[i] = partials[b + 4u + d];
         }
-        for (var i = 0u; i < 4u; i++) {
+        for (var i = 0u; i < 8u; i++) {
             if (c + i < n) {
                 let mn = max(m, mc[i]);
                 let f0 = exp(m - mn);

@@ -2,7 +2,7 @@
 
 Decode attention, q [B, 8, 1, D], k/v [B, 1, L, D] f16, enable_gqa=True, scale 1.0.
 Inputs rotate among copies (>= 256 MiB per rotation) so the L2 cache does not flatter small
-cases, as onepath's bench does. Time: CUDA events, median of `iters`. Prints one JSON object.
+cases, as onepath's bench does. Time: CUDA events around each of `iters` back-to-back calls after a 0.3 s warm-up; median. Prints one JSON object.
 Run: python3 bench/peers/torch_sdpa.py
 """
 import json
@@ -21,16 +21,23 @@ def case(b, d, l, iters=20):
          torch.randn(b, 1, l, d, device="cuda", dtype=torch.float16))
         for _ in range(copies)
     ]
-    times = []
-    for it in range(iters + 3):
-        k, v = sets[it % copies]
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        F.scaled_dot_product_attention(q, k, v, scale=1.0, enable_gqa=True)
-        e.record()
+    # Warm up for 0.3 s of sustained work (clocks ramp), then time back-to-back calls, each
+    # between its own pair of events, as onepath's bench does.
+    import time
+    t0 = time.time()
+    while time.time() - t0 < 0.3:
+        for k, v in sets:
+            F.scaled_dot_product_attention(q, k, v, scale=1.0, enable_gqa=True)
         torch.cuda.synchronize()
-        if it >= 3:
-            times.append(s.elapsed_time(e) * 1e3)
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+          for _ in range(iters)]
+    for it in range(iters):
+        k, v = sets[it % copies]
+        ev[it][0].record()
+        F.scaled_dot_product_attention(q, k, v, scale=1.0, enable_gqa=True)
+        ev[it][1].record()
+    torch.cuda.synchronize()
+    times = [s.elapsed_time(e) * 1e3 for s, e in ev]
     times.sort()
     us = times[len(times) // 2]
     return {"batch": b, "head_dim": d, "keys": l, "time_us": us,

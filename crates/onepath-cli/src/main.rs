@@ -61,6 +61,15 @@ enum BenchWhat {
         /// Timed calls per case (after warm-up); the median is reported.
         #[arg(long, default_value_t = 20)]
         iters: u32,
+        /// Batch sizes to run.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 32])]
+        batch: Vec<usize>,
+        /// Head dims to run.
+        #[arg(long, value_delimiter = ',', default_values_t = [256usize, 512])]
+        head_dim: Vec<usize>,
+        /// Key counts to run.
+        #[arg(long, value_delimiter = ',', default_values_t = [4096usize, 32768])]
+        keys: Vec<usize>,
     },
 }
 
@@ -96,7 +105,22 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             what: BenchWhat::Qmatmul { iters, m, shapes },
         } => bench_qmm::run(&gpu, iters, &m, &shapes, cli.json),
         Command::Bench {
-            what: BenchWhat::Sdpa { iters },
-        } => bench::sdpa(&gpu, iters, cli.json),
+            what:
+                BenchWhat::Sdpa {
+                    iters,
+                    batch,
+                    head_dim,
+                    keys,
+                },
+        } => bench::sdpa(
+            &gpu,
+            &bench::SdpaGrid {
+                iters,
+                batch,
+                head_dim,
+                keys,
+            },
+            cli.json,
+        ),
     }
 }

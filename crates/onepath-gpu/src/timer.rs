@@ -59,11 +59,25 @@ impl GpuTimer {
             .collect())
     }
 
-    /// Nanoseconds from the start of pass `first` to the end of pass `last` (inclusive), which
-    /// counts the gaps between passes too.
-    pub async fn read_span_ns(&self, gpu: &Gpu, first: u32, last: u32) -> Result<f64, GpuError> {
+    /// Nanoseconds from the first timestamp (start of pass 0) to the last (end of the last pass).
+    pub async fn read_total_ns(&self, gpu: &Gpu) -> Result<f64, GpuError> {
         let ticks: Vec<u64> = read_buffer_as(gpu, &self.resolve).await?;
-        let (a, b) = (ticks[2 * first as usize], ticks[2 * last as usize + 1]);
-        Ok(b.saturating_sub(a) as f64 * self.period_ns)
+        let (first, last) = (ticks[0], ticks[ticks.len() - 1]);
+        Ok(last.saturating_sub(first) as f64 * self.period_ns)
+    }
+
+    /// Spans of consecutive groups of `per_group` passes: for group `g`, the nanoseconds from
+    /// the start of its first pass to the end of its last (gaps between its passes included).
+    pub async fn read_group_spans_ns(
+        &self,
+        gpu: &Gpu,
+        per_group: u32,
+    ) -> Result<Vec<f64>, GpuError> {
+        let ticks: Vec<u64> = read_buffer_as(gpu, &self.resolve).await?;
+        let per = 2 * per_group.max(1) as usize;
+        Ok(ticks
+            .chunks_exact(per)
+            .map(|g| g[per - 1].saturating_sub(g[0]) as f64 * self.period_ns)
+            .collect())
     }
 }

@@ -214,10 +214,13 @@ impl PreparedSdpa {
         2 * self.passes.len() as u32
     }
 
-    /// Records the passes; with a timer, pass `i` writes its timestamps to timer slot `i`.
-    pub fn encode(&self, enc: &mut wgpu::CommandEncoder, timer: Option<&GpuTimer>) {
+    /// Records the passes. With `Some((timer, first))`, pass `i` writes its timestamps to timer
+    /// slot `first + i`.
+    pub fn encode(&self, enc: &mut wgpu::CommandEncoder, timing: Option<(&GpuTimer, u32)>) {
+        let timer = timing.map(|t| t.0);
+        let first = timing.map_or(0, |t| t.1);
         for (i, w) in self.passes.iter().enumerate() {
-            let i = 2 * i as u32;
+            let i = first + 2 * i as u32;
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("sdpa chunk"),
