@@ -154,9 +154,3 @@ fn sdpa_case(gpu: &Gpu, sdpa: &Sdpa, rect: &Rect, iters: u32) -> R<(Option<f64>,
     };
     Ok((gpu_ns, wall))
 }
-
-#[allow(dead_code)]
-fn median(x: &mut [f64]) -> f64 {
-    x.sort_by(|a, b| a.total_cmp(b));
-    x[x.len() / 2]
-}

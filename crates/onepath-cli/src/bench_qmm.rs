@@ -1,7 +1,7 @@
 //! `onepath bench qmatmul`: the batch-invariant quantized matmul on Gemma 4 E2B's MLP and
 //! LM-head shapes (4-bit, group 64, bf16 scales), decode (M = 1) and prefill (M = 512).
 //!
-//! Time is the GPU timestamp span of the matmul pass (median) where the device has timestamps,
+//! Time is the GPU timestamp span of back-to-back matmul passes, per call, where the device has timestamps,
 //! else wall clock. Weights are random (never zeros) and rotated among enough copies that every
 //! call reads at least 256 MiB that the previous calls did not, so M = 1 times are DRAM times.
 
@@ -111,30 +111,36 @@ fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32) -> R<Timing> 
         let op = pollster::block_on(QMatmul::new(gpu, w))?;
         prepared.push(op.prepare(gpu, m, &x, &y)?);
     }
-    let timer = GpuTimer::new(gpu, 1);
-    let (mut gpu_ns, mut wall_ns) = (Vec::new(), Vec::new());
-    let warm = copies.min(3) as u32;
-    for it in 0..iters + warm {
-        let p = &prepared[it as usize % copies];
+    // Warm up until the GPU has been busy for a while (clocks ramp), then time back-to-back
+    // calls: first to last timestamp over all of them, per call.
+    let warm = Instant::now();
+    while warm.elapsed().as_millis() < 300 {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        p.encode(&mut enc, timer.as_ref());
-        if let Some(t) = &timer {
-            t.resolve(&mut enc);
+        for p in &prepared {
+            p.encode(&mut enc, None);
         }
-        let t0 = Instant::now();
         gpu.queue.submit([enc.finish()]);
         gpu.wait_idle()?;
-        let wall = t0.elapsed().as_nanos() as f64;
-        if it >= warm {
-            wall_ns.push(wall);
-            if let Some(t) = &timer {
-                gpu_ns.push(pollster::block_on(t.read_ns(gpu))?[0]);
-            }
-        }
     }
+    let timer = GpuTimer::new(gpu, iters);
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    for it in 0..iters {
+        prepared[it as usize % copies].encode(&mut enc, timer.as_ref().map(|t| (t, it)));
+    }
+    if let Some(t) = &timer {
+        t.resolve(&mut enc);
+    }
+    let t0 = Instant::now();
+    gpu.queue.submit([enc.finish()]);
+    gpu.wait_idle()?;
+    let wall = t0.elapsed().as_nanos() as f64 / f64::from(iters);
+    let gpu_ns = match &timer {
+        Some(t) => Some(pollster::block_on(t.read_total_ns(gpu))? / f64::from(iters)),
+        None => None,
+    };
     Ok(Timing {
-        gpu_ns: (!gpu_ns.is_empty()).then(|| median(&mut gpu_ns)),
-        wall_ns: median(&mut wall_ns),
+        gpu_ns,
+        wall_ns: wall,
         copies,
     })
 }
@@ -146,7 +152,7 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
         println!("adapter: {}", gpu.describe());
         println!(
             "quantized matmul y = x W^T, {BITS}-bit group {GROUP}, bf16 scales/biases; time = GPU \
-             timestamps (median of {iters}) where available, else wall clock\n"
+             timestamps (first to last of {iters} back-to-back calls after a 0.3 s warm-up, per call)\nwhere available, else wall clock\n"
         );
         println!(
             "{:>14} {:>5} {:>11} {:>11} {:>9} {:>9} {:>9}",
@@ -220,9 +226,4 @@ fn sig3(v: f64) -> String {
         let d = (2 - v.abs().log10().floor() as i32).clamp(0, 9) as usize;
         format!("{v:.d$}")
     }
-}
-
-fn median(x: &mut [f64]) -> f64 {
-    x.sort_by(|a, b| a.total_cmp(b));
-    x[x.len() / 2]
 }

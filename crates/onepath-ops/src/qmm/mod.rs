@@ -75,11 +75,11 @@ impl PreparedMatmul {
         1
     }
 
-    /// Records one compute pass; with a timer, it writes timer slot 0.
-    pub fn encode(&self, enc: &mut wgpu::CommandEncoder, timer: Option<&GpuTimer>) {
+    /// Records one compute pass; with `Some((timer, slot))` it writes that timer slot.
+    pub fn encode(&self, enc: &mut wgpu::CommandEncoder, timing: Option<(&GpuTimer, u32)>) {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("matmul"),
-            timestamp_writes: timer.map(|t| t.writes(0)),
+            timestamp_writes: timing.map(|(t, slot)| t.writes(slot)),
         });
         pass.set_pipeline(&self.pipeline);
         for (bg, [x, y, z]) in &self.dispatches {
