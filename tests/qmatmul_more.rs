@@ -230,3 +230,33 @@ fn bad_inputs_are_named() {
     ));
     assert!(e.contains("W bytes"), "{e}");
 }
+
+/// The decode shapes' K (6144: 64 lanes, 1536: 16 lanes) at 4 and 8 bits: accurate against the
+/// f64 oracle, and rows of an M = 11 call (two tiles of x) equal M = 1 bit for bit.
+#[test]
+fn decode_shapes_are_accurate_and_invariant() {
+    let Some(gpu) = common::gpu() else { return };
+    for (i, &(n, k, g, b)) in [(45, 6144, 64, 4), (70, 1536, 64, 4), (33, 6144, 128, 8)]
+        .iter()
+        .enumerate()
+    {
+        let what = format!("N={n} K={k} group={g} bits={b}");
+        let q = qtensor(500 + i as u64, n, k, g, b, DType::BF16);
+        let op = qmm(gpu, &q, None);
+        let m = 11;
+        let x = common::randn(&mut common::rng(600 + i as u64), m * k);
+        let y = run(gpu, &op, &x, m);
+        let want = matmul_nt(&x, &dequantize_f32(&q), m, k, n).unwrap();
+        let ratio = worst_ratio(&want, &y, &mass(&q, &x, m));
+        let depth = quant_depth(k, g, op.lanes());
+        eprintln!(
+            "{what}: lanes {} worst ratio {ratio:.3} (budget {depth})",
+            op.lanes()
+        );
+        assert!(ratio <= depth, "{what}: error ratio {ratio} over {depth}");
+        for r in [0, 7, 10] {
+            let one = run(gpu, &op, &x[r * k..(r + 1) * k], 1);
+            assert_eq!(bits(row(&y, n, r)), bits(&one), "{what}: row {r} vs M = 1");
+        }
+    }
+}

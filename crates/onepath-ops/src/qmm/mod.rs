@@ -8,9 +8,10 @@
 //! and how W is split across bindings never reach that order, so row `m` of an M-row call has
 //! the bits of the same row computed alone.
 //!
-//! Workgroups: 256 invocations = `256 / LANES` output rows x `LANES` lanes; grid x = tiles of
-//! [`MT`] rows of x (each weight load serves all rows of the tile), grid y (+ z) = blocks of
-//! output rows. A tied LM head is a [`QMatmul`] on the embedding's [`QWeights`], which an
+//! Quantized workgroups: [`QWG`] invocations = `QWG / LANES` slots x `LANES` lanes, a slot
+//! owning [`QROWS`] rows of W (each x load serves all of them); dense workgroups: [`WG`]
+//! invocations = `WG / LANES` rows x `LANES` lanes. Grid x = tiles of [`MT`] rows of x, grid
+//! y (+ z) = blocks of output rows. A tied LM head is a [`QMatmul`] on the embedding's [`QWeights`], which an
 //! [`EmbedGather`] can share.
 
 mod gather;
@@ -29,10 +30,17 @@ pub const MT: usize = 8;
 pub const WG: usize = 256;
 const MAX_GRID: u32 = 65535;
 
-/// Lanes per output element of the quantized kernel for `groups = K / group_size`: a function of
-/// K only (part of the numerical contract), a power of two in 1..=32.
-pub fn lanes_quant(groups: usize) -> u32 {
-    prev_pow2(groups).min(32) as u32
+/// Invocations per workgroup of the quantized kernel.
+pub const QWG: usize = 128;
+/// Rows of W per invocation of the quantized kernel (not part of the numerical contract).
+pub const QROWS: usize = 4;
+
+/// Lanes per output element of the quantized kernel for a row of `k` inputs at `bits` bits: a
+/// function of K (and the bit width) only, part of the numerical contract. A row is
+/// `units = k * bits / 128` vec4<u32>; each lane takes at least 3 of them (a power of two in
+/// 1..=64).
+pub fn lanes_quant(k: usize, bits: u32) -> u32 {
+    prev_pow2(k * bits as usize / 128 / 3).min(64) as u32
 }
 
 /// Lanes per output element of the dense kernel for `units = K / 8` (power of two, 1..=32).
@@ -175,9 +183,9 @@ async fn run_batched(
     Ok(out)
 }
 
-/// Grid for `n` rows of W with `lanes` lanes per row and `m` rows of x: (x, y, z, blocks).
-fn grid(m: usize, n: usize, lanes: u32) -> (u32, u32, u32, u32) {
-    let rw = WG / lanes as usize;
+/// Grid for `n` rows of W with `rw` rows of W per workgroup and `m` rows of x:
+/// (x, y, z, blocks).
+fn grid(m: usize, n: usize, rw: usize) -> (u32, u32, u32, u32) {
     let blocks = n.div_ceil(rw) as u32;
     let gy = blocks.min(MAX_GRID);
     (m.div_ceil(MT) as u32, gy, blocks.div_ceil(gy), blocks)
@@ -189,9 +197,9 @@ fn params(
     k: usize,
     n_total: usize,
     r: &std::ops::Range<usize>,
-    lanes: u32,
+    rw: usize,
 ) -> (wgpu::Buffer, [u32; 3]) {
-    let (gx, gy, gz, blocks) = grid(m, r.len(), lanes);
+    let (gx, gy, gz, blocks) = grid(m, r.len(), rw);
     let p = MmParams {
         m: m as u32,
         n: r.len() as u32,
@@ -218,7 +226,7 @@ pub struct QMatmul {
 impl QMatmul {
     /// Compiles (or fetches) the pipeline for `weights` (see [`QWeights::upload`]).
     pub async fn new(gpu: &Gpu, weights: Arc<QWeights>) -> Result<QMatmul, OpError> {
-        let lanes = lanes_quant(weights.cols / weights.group);
+        let lanes = lanes_quant(weights.cols, weights.bits);
         let pipeline = gpu
             .pipeline(
                 &kernels::QMATMUL,
@@ -237,7 +245,7 @@ impl QMatmul {
         })
     }
 
-    /// Lanes per output element (a function of K and the group size only).
+    /// Lanes per output element (a function of K and the bit width only).
     pub fn lanes(&self) -> u32 {
         self.lanes
     }
@@ -255,7 +263,8 @@ impl QMatmul {
         let mut dispatches = Vec::new();
         let mut keep = Vec::new();
         for s in &self.weights.splits {
-            let (u, g) = params(gpu, m, k, n, &s.rows, self.lanes);
+            let rw = QWG / self.lanes as usize * QROWS;
+            let (u, g) = params(gpu, m, k, n, &s.rows, rw);
             let bg = gpu.bind(&self.pipeline, &[&u, x, &s.w, &s.scales, &s.biases, y]);
             dispatches.push((bg, g));
             keep.push(u);
@@ -316,7 +325,8 @@ impl DenseMatmul {
         let mut dispatches = Vec::new();
         let mut keep = Vec::new();
         for s in &self.weights.splits {
-            let (u, g) = params(gpu, m, k, n, &s.rows, self.lanes);
+            let rw = WG / self.lanes as usize;
+            let (u, g) = params(gpu, m, k, n, &s.rows, rw);
             dispatches.push((gpu.bind(&self.pipeline, &[&u, x, &s.w, y]), g));
             keep.push(u);
         }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 pub const BITS: [u32; 2] = [4, 8];
 /// Group sizes the quantized kernels take.
 pub const GROUPS: [usize; 3] = [32, 64, 128];
-/// Largest number of groups per row (`K / group_size`): the kernel keeps the group sums of
-/// [`MT`](super::MT) rows of x in 16 KiB of workgroup memory.
+/// Largest number of groups per row (`K / group_size`) the quantized kernel is planned and
+/// tested for.
 pub const MAX_GROUPS: usize = 512;
 
 /// One binding's worth of rows of a quantized matrix.
@@ -75,7 +75,7 @@ impl QWeights {
             return Err(OpError::Param {
                 what: "K / group_size",
                 value: q.groups().to_string(),
-                why: "at most 512 groups per row fit the kernel's workgroup memory",
+                why: "the quantized kernel takes at most 512 groups per row",
             });
         }
         if q.rows() == 0 || q.cols() == 0 {
