@@ -51,10 +51,12 @@ impl Gpu {
         // WebGPU's default limits (256 invocations, 16 KiB of workgroup storage), so a larger
         // limit only lets bigger tensors bind, it never changes which kernel runs.
         let limits = adapter.limits();
-        let mut dd = wgpu::DeviceDescriptor::default();
-        dd.label = Some("onepath");
-        dd.required_features = required_features;
-        dd.required_limits = limits.clone();
+        let dd = wgpu::DeviceDescriptor {
+            label: Some("onepath"),
+            required_features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        };
         let (device, queue) =
             adapter
                 .request_device(&dd)
@@ -96,7 +98,9 @@ impl Gpu {
 
     /// Largest byte size one storage binding may have on this device.
     pub fn max_binding(&self) -> u64 {
-        u64::from(self.limits.max_storage_buffer_binding_size).min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// A storage buffer holding `bytes` (also usable as copy source and destination).
@@ -163,6 +167,7 @@ impl Gpu {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn rank(t: wgpu::DeviceType) -> u8 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 0,

@@ -113,7 +113,8 @@ impl Sdpa {
             KvDType::F16 => 8,
             KvDType::F32 => 4,
         };
-        if kv_stride % align != 0 || rows.iter().any(|r| r.kv_base % align != 0) {
+        if !kv_stride.is_multiple_of(align) || rows.iter().any(|r| !r.kv_base.is_multiple_of(align))
+        {
             return Err(OpError::Param {
                 what: "K/V stride or row base",
                 value: format!("stride {kv_stride}"),

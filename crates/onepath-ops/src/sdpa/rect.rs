@@ -48,7 +48,7 @@ impl Rect {
                 return Err(OpError::ZeroDim { name });
             }
         }
-        if self.q_heads % self.kv_heads != 0 {
+        if !self.q_heads.is_multiple_of(self.kv_heads) {
             return Err(OpError::Heads {
                 q_heads: self.q_heads,
                 kv_heads: self.kv_heads,

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Every check, as CI runs it: formatting, clippy, all tests (GPU tests on the first adapter:
+# lavapipe on a machine without a GPU, and again on the GL backend where one exists), and the
+# wasm32 build of the crates the browser build uses.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/setup.sh --tests)"
+mkdir -p "${XDG_RUNTIME_DIR:-/tmp}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo test (default backend)"
+cargo build --quiet -p onepath-cli
+target/debug/onepath info || { echo "no GPU adapter: see the message above" >&2; exit 1; }
+cargo test --workspace
+
+step "GPU conformance tests on the GL backend"
+if ONEPATH_BACKEND=gl target/debug/onepath info 2>/dev/null | grep -q Gl; then
+    ONEPATH_BACKEND=gl cargo test --test sdpa_invariance --test sdpa_decode --test sdpa_edges \
+        --test sdpa_accuracy --test qmatmul
+else
+    echo "no GL adapter on this machine: GL backend not tested here"
+fi
+
+step "wasm32 build (runtime, masks, weights, reference, ops)"
+cargo build --quiet --target wasm32-unknown-unknown \
+    -p onepath-gpu -p onepath-mask -p onepath-weights -p onepath-ref -p onepath-ops
+
+echo
+echo "all checks passed"
