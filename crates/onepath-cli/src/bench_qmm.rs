@@ -22,16 +22,6 @@ const MAX_COPIES: u64 = 64;
 const BITS: u32 = 4;
 const GROUP: usize = 64;
 
-/// PyTorch int4 GEMV (tinygemm) on an H100 at M = 1, GB/s (`bench/peers/torch_int4.py`); the
-/// target is 1.2x these.
-fn torch_peer_gb_s(n: usize, k: usize) -> Option<f64> {
-    match (n, k) {
-        (6144, 1536) | (1536, 6144) => Some(556.0),
-        (262144, 1536) => Some(1672.0),
-        _ => None,
-    }
-}
-
 /// Parses `"NxK"`.
 fn parse_shape(s: &str) -> R<(usize, usize)> {
     let (n, k) = s
@@ -155,8 +145,8 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
              timestamps (first to last of {iters} back-to-back calls after a 0.3 s warm-up, per call)\nwhere available, else wall clock\n"
         );
         println!(
-            "{:>14} {:>5} {:>11} {:>11} {:>9} {:>9} {:>9}",
-            "N x K", "M", "time (us)", "wall (us)", "GB/s", "TFLOP/s", "vs torch"
+            "{:>14} {:>5} {:>11} {:>11} {:>9} {:>9}",
+            "N x K", "M", "time (us)", "wall (us)", "GB/s", "TFLOP/s"
         );
     }
     let mut rows = Vec::new();
@@ -180,12 +170,10 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
                     let ns = t.gpu_ns.unwrap_or(t.wall_ns);
                     let gbs = wbytes / ns;
                     let tflops = 2.0 * (m * n * k) as f64 / ns / 1e3;
-                    let vs = torch_peer_gb_s(n, k).filter(|_| m == 1).map(|p| gbs / p);
                     if !as_json {
                         let g = t.gpu_ns.map_or("-".into(), |x| format!("{:.1}", x / 1e3));
-                        let v = vs.map_or("-".into(), |v| format!("{v:.2}x"));
                         println!(
-                            "{shape:>14} {m:>5} {g:>11} {:>11.1} {:>9} {:>9} {v:>9}",
+                            "{shape:>14} {m:>5} {g:>11} {:>11.1} {:>9} {:>9}",
                             t.wall_ns / 1e3,
                             sig3(gbs),
                             sig3(tflops)
@@ -194,7 +182,7 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
                     rows.push(json!({"n": n, "k": k, "m": m,
                         "gpu_us": t.gpu_ns.map(|x| x / 1e3), "wall_us": t.wall_ns / 1e3,
                         "weight_bytes": wbytes, "effective_gb_s": gbs, "tflop_s": tflops,
-                        "weight_copies": t.copies, "vs_torch_int4_h100": vs}));
+                        "weight_copies": t.copies}));
                 }
                 Err(e) => {
                     if !as_json {
@@ -211,8 +199,8 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "\nGB/s = bytes of packed weights + scales + biases / time. vs torch = GB/s over \
-             PyTorch int4 GEMV on an H100 (556 GB/s MLP shapes, 1672 GB/s LM head; target >= 1.2x)."
+            "\nGB/s = bytes of packed weights + scales + biases / time. Peer figure: \
+             bench/peers/torch_int4.py, measured in the same session (BENCHMARKS.md)."
         );
     }
     Ok(ExitCode::SUCCESS)
