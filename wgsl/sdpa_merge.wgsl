@@ -1,10 +1,21 @@
-// One-path attention, pass 2 of 2: folds a row's chunk partials (max, sum, acc[D]) in chunk order
-// 0, 1, 2, ... and writes acc / sum. The fold is the same for every row whatever its length, batch
-// or origin (prefill or decode), so it is part of the numerical contract: keep it a strict left
-// fold. A row with no chunk (no key selected) outputs zeros.
+// One-path attention, pass 2 of 2: folds a row's chunk partials (max, sum, acc[D]) and writes
+// acc / sum. The fold is a fixed function of the row's chunk count n, the same for every row
+// whatever its batch or origin (prefill or decode), so it is part of the numerical contract:
+//
+//   level 1: chunks are cut into groups of GROUP = 16 consecutive chunks; each group is folded
+//            left to right, starting from its first chunk;
+//   level 2: the group results are folded left to right, in group order.
+//
+// fold((m1, l1, a1), (m2, l2, a2)) = (m, l1 e1 + l2 e2, a1 e1 + a2 e2) with m = max(m1, m2),
+// e1 = exp(m1 - m), e2 = exp(m2 - m). A row with no chunk (no key selected) outputs zeros.
+//
+// Mapping: one workgroup per (64-dim slice, row); 4 lanes of 64 threads fold 4 groups at once
+// (rounds of 4 groups), and lane 0 then folds their results in order.
 
 override D: u32 = 256u;
 
+const GROUP: u32 = 16u;
+const LANES: u32 = 4u;
 
 struct Params {
     n_rows: u32,
@@ -18,48 +29,111 @@ struct Params {
 @group(0) @binding(2) var<storage, read> partials: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-// One invocation per output dimension: workgroup (x = 64-dim slice, y + z * grid_y = row).
-@compute @workgroup_size(64)
+var<workgroup> g_a: array<f32, 256>;    // [lane][dim] group results
+var<workgroup> g_ml: array<vec2<f32>, 4>;
+var<workgroup> g_rounds: u32;
+
+struct Part {
+    m: f32,
+    l: f32,
+    a: f32,
+}
+
+fn fold(x: Part, y: Part) -> Part {
+    let m = max(x.m, y.m);
+    let e1 = exp(x.m - m);
+    let e2 = exp(y.m - m);
+    return Part(m, fma(x.l, e1, y.l * e2), fma(x.a, e1, y.a * e2));
+}
+
+fn load(c: u32, d: u32) -> Part {
+    let b = c * (D + 4u);
+    return Part(partials[b], partials[b + 1u], partials[b + 4u + d]);
+}
+
+// Left fold of chunks [c0, c0 + count), count in 1..=16; all loads are issued first.
+fn fold_group(c0: u32, count: u32, d: u32) -> Part {
+    let last = c0 + count - 1u;
+    let p0 = load(c0, d);
+    let p1 = load(min(c0 + 1u, last), d);
+    let p2 = load(min(c0 + 2u, last), d);
+    let p3 = load(min(c0 + 3u, last), d);
+    let p4 = load(min(c0 + 4u, last), d);
+    let p5 = load(min(c0 + 5u, last), d);
+    let p6 = load(min(c0 + 6u, last), d);
+    let p7 = load(min(c0 + 7u, last), d);
+    let p8 = load(min(c0 + 8u, last), d);
+    let p9 = load(min(c0 + 9u, last), d);
+    let p10 = load(min(c0 + 10u, last), d);
+    let p11 = load(min(c0 + 11u, last), d);
+    let p12 = load(min(c0 + 12u, last), d);
+    let p13 = load(min(c0 + 13u, last), d);
+    let p14 = load(min(c0 + 14u, last), d);
+    let p15 = load(min(c0 + 15u, last), d);
+    var s = p0;
+    if (count > 1u) { s = fold(s, p1); }
+    if (count > 2u) { s = fold(s, p2); }
+    if (count > 3u) { s = fold(s, p3); }
+    if (count > 4u) { s = fold(s, p4); }
+    if (count > 5u) { s = fold(s, p5); }
+    if (count > 6u) { s = fold(s, p6); }
+    if (count > 7u) { s = fold(s, p7); }
+    if (count > 8u) { s = fold(s, p8); }
+    if (count > 9u) { s = fold(s, p9); }
+    if (count > 10u) { s = fold(s, p10); }
+    if (count > 11u) { s = fold(s, p11); }
+    if (count > 12u) { s = fold(s, p12); }
+    if (count > 13u) { s = fold(s, p13); }
+    if (count > 14u) { s = fold(s, p14); }
+    if (count > 15u) { s = fold(s, p15); }
+    return s;
+}
+
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let row = wid.y + wid.z * prm.grid_y;
-    let d = wid.x * 64u + t;
-    if (row >= prm.n_rows || d >= D) {
-        return;
-    }
-    let rec = prm.rows_off + 8u * row;
+    let lane = t / 64u;
+    let dl = t % 64u;
+    let d = wid.x * 64u + dl;
+    let rec = prm.rows_off + 8u * min(row, prm.n_rows - 1u);
     let part_base = plan[rec + 3u];
-    let n = plan[rec + 4u];
+    let n = select(0u, plan[rec + 4u], row < prm.n_rows);
     let out_off = plan[rec + 5u];
-    if (n == 0u) {
-        out[out_off + d] = 0.0;
-        return;
+    let groups = (n + GROUP - 1u) / GROUP;
+    // The round count is the row's, the same for the whole workgroup; loading it through
+    // workgroup memory makes that uniformity visible to WGSL (the loop holds barriers).
+    if (t == 0u) {
+        g_rounds = (groups + LANES - 1u) / LANES;
     }
-    let stride = D + 4u;
-    var m = partials[part_base * stride];
-    var l = partials[part_base * stride + 1u];
-    var a = partials[part_base * stride + 4u + d];
-    // Loads for eight chunks are issued before their folds so their latency overlaps; the fold
-    // itself stays strictly in chunk order.
-    for (var c = 1u; c < n; c += 8u) {
-        var mc: array<f32, 8>;
-        var lc: array<f32, 8>;
-        var ac: array<f32, 8>;
-        for (var i = 0u; i < 8u; i++) {
-            let b = (part_base + min(c + i, n - 1u)) * stride;
-            mc[i] = partials[b];
-            lc[i] = partials[b + 1u];
-            ac[i] = partials[b + 4u + d];
-        }
-        for (var i = 0u; i < 8u; i++) {
-            if (c + i < n) {
-                let mn = max(m, mc[i]);
-                let f0 = exp(m - mn);
-                let f1 = exp(mc[i] - mn);
-                l = fma(l, f0, lc[i] * f1);
-                a = fma(a, f0, ac[i] * f1);
-                m = mn;
+    let rounds = workgroupUniformLoad(&g_rounds);
+    var acc = Part(0.0, 0.0, 0.0);
+    for (var r = 0u; r < rounds; r++) {
+        let gi = r * LANES + lane;
+        if (gi < groups) {
+            let c0 = gi * GROUP;
+            let s = fold_group(part_base + c0, min(GROUP, n - c0), d);
+            g_a[lane * 64u + dl] = s.a;
+            if (dl == 0u) {
+                g_ml[lane] = vec2<f32>(s.m, s.l);
             }
         }
+        workgroupBarrier();
+        if (lane == 0u) {
+            for (var i = 0u; i < LANES; i++) {
+                let gj = r * LANES + i;
+                if (gj < groups) {
+                    let p = Part(g_ml[i].x, g_ml[i].y, g_a[i * 64u + dl]);
+                    if (gj == 0u) {
+                        acc = p;
+                    } else {
+                        acc = fold(acc, p);
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
     }
-    out[out_off + d] = a / l;
+    if (lane == 0u && row < prm.n_rows && d < D) {
+        out[out_off + d] = select(0.0, acc.a / acc.l, n > 0u);
+    }
 }

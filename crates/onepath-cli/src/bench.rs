@@ -2,12 +2,11 @@
 
 use crate::util::{adapter_json, rms_rows};
 use half::f16;
-use onepath_gpu::{Gpu, GpuTimer};
+use onepath_gpu::Gpu;
 use onepath_mask::{MaskDesc, MaskKind, canonicalize};
 use onepath_ops::sdpa::{KvDType, Rect, Sdpa, SdpaBuffers, SdpaConfig, rect_rows};
 use serde_json::json;
 use std::process::ExitCode;
-use std::time::Instant;
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -121,36 +120,12 @@ fn sdpa_case(gpu: &Gpu, sdpa: &Sdpa, rect: &Rect, iters: u32) -> R<(Option<f64>,
         let p = sdpa.prepare(gpu, &rows, d as u32, bufs)?;
         sets.push((p, k, v, c));
     }
-    // Warm up until the GPU has been busy for a while, so clocks have ramped, then submit all
-    // timed calls back to back (no idle gaps), each with its own pair of timestamps.
-    let warm = Instant::now();
-    let mut n = 0;
-    while warm.elapsed().as_millis() < 300 || n < 3 {
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        for (p, ..) in &sets {
-            p.encode(&mut enc, None);
-        }
-        gpu.queue.submit([enc.finish()]);
-        gpu.wait_idle()?;
-        n += 1;
-    }
     let per = sets[0].0.n_passes();
-    let timer = GpuTimer::new(gpu, per * iters);
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
-    for it in 0..iters {
-        let (p, ..) = &sets[it as usize % sets.len()];
-        p.encode(&mut enc, timer.as_ref().map(|t| (t, it * per)));
-    }
-    if let Some(t) = &timer {
-        t.resolve(&mut enc);
-    }
-    let t0 = Instant::now();
-    gpu.queue.submit([enc.finish()]);
-    gpu.wait_idle()?;
-    let wall = t0.elapsed().as_nanos() as f64 / f64::from(iters);
-    let gpu_ns = match &timer {
-        Some(t) => Some(pollster::block_on(t.read_total_ns(gpu))? / f64::from(iters)),
-        None => None,
-    };
-    Ok((gpu_ns, wall))
+    Ok(crate::util::time_calls(
+        gpu,
+        sets.len(),
+        per,
+        iters,
+        |enc, i, timing| sets[i].0.encode(enc, timing),
+    )?)
 }

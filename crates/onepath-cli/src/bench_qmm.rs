@@ -6,14 +6,13 @@
 //! call reads at least 256 MiB that the previous calls did not, so M = 1 times are DRAM times.
 
 use crate::util::adapter_json;
-use onepath_gpu::{Gpu, GpuTimer};
+use onepath_gpu::Gpu;
 use onepath_ops::qmm::{QMatmul, QWeights};
 use onepath_weights::{DType, QuantParams, QuantizedTensor};
 use serde_json::json;
 use std::borrow::Cow;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -101,33 +100,9 @@ fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32) -> R<Timing> 
         let op = pollster::block_on(QMatmul::new(gpu, w))?;
         prepared.push(op.prepare(gpu, m, &x, &y)?);
     }
-    // Warm up until the GPU has been busy for a while (clocks ramp), then time back-to-back
-    // calls: first to last timestamp over all of them, per call.
-    let warm = Instant::now();
-    while warm.elapsed().as_millis() < 300 {
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        for p in &prepared {
-            p.encode(&mut enc, None);
-        }
-        gpu.queue.submit([enc.finish()]);
-        gpu.wait_idle()?;
-    }
-    let timer = GpuTimer::new(gpu, iters);
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
-    for it in 0..iters {
-        prepared[it as usize % copies].encode(&mut enc, timer.as_ref().map(|t| (t, it)));
-    }
-    if let Some(t) = &timer {
-        t.resolve(&mut enc);
-    }
-    let t0 = Instant::now();
-    gpu.queue.submit([enc.finish()]);
-    gpu.wait_idle()?;
-    let wall = t0.elapsed().as_nanos() as f64 / f64::from(iters);
-    let gpu_ns = match &timer {
-        Some(t) => Some(pollster::block_on(t.read_total_ns(gpu))? / f64::from(iters)),
-        None => None,
-    };
+    let (gpu_ns, wall) = crate::util::time_calls(gpu, copies, 1, iters, |enc, i, timing| {
+        prepared[i].encode(enc, timing)
+    })?;
     Ok(Timing {
         gpu_ns,
         wall_ns: wall,

@@ -1,7 +1,8 @@
-use onepath_gpu::Gpu;
+use onepath_gpu::{Gpu, GpuTimer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+use std::time::Instant;
 
 pub fn adapter_json(gpu: &Gpu) -> Value {
     json!({
@@ -30,4 +31,48 @@ pub fn rms_rows(seed: u64, n: usize, d: usize) -> Vec<f32> {
 
 pub fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "NO" }
+}
+
+/// Times `n_sets` prepared calls, rotating among them: warms the GPU up for 0.3 s of
+/// back-to-back work (with idle gaps it stays at low clocks), then submits `iters` calls back to
+/// back. `encode(enc, set, timing)` records call `set`; each call writes `passes` timer slots
+/// from the slot it is given. Returns (GPU ns per call from the first to the last timestamp,
+/// where the device has timestamps; wall-clock ns per call).
+pub fn time_calls(
+    gpu: &Gpu,
+    n_sets: usize,
+    passes: u32,
+    iters: u32,
+    encode: impl Fn(&mut onepath_gpu::wgpu::CommandEncoder, usize, Option<(&GpuTimer, u32)>),
+) -> Result<(Option<f64>, f64), onepath_gpu::GpuError> {
+    let warm = Instant::now();
+    while warm.elapsed().as_millis() < 300 {
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        for set in 0..n_sets {
+            encode(&mut enc, set, None);
+        }
+        gpu.queue.submit([enc.finish()]);
+        gpu.wait_idle()?;
+    }
+    let timer = GpuTimer::new(gpu, passes * iters);
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    for it in 0..iters {
+        encode(
+            &mut enc,
+            it as usize % n_sets,
+            timer.as_ref().map(|t| (t, it * passes)),
+        );
+    }
+    if let Some(t) = &timer {
+        t.resolve(&mut enc);
+    }
+    let t0 = Instant::now();
+    gpu.queue.submit([enc.finish()]);
+    gpu.wait_idle()?;
+    let wall = t0.elapsed().as_nanos() as f64 / f64::from(iters);
+    let gpu_ns = match &timer {
+        Some(t) => Some(pollster::block_on(t.read_total_ns(gpu))? / f64::from(iters)),
+        None => None,
+    };
+    Ok((gpu_ns, wall))
 }
