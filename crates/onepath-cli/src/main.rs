@@ -74,6 +74,7 @@ enum BenchWhat {
 }
 
 fn main() -> ExitCode {
+    quiet_mesa();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -122,5 +123,17 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             },
             cli.json,
         ),
+    }
+}
+
+/// Mesa's drivers (lavapipe, llvmpipe) complain on every start when `XDG_RUNTIME_DIR` is unset;
+/// give them a private directory instead.
+fn quiet_mesa() {
+    if cfg!(target_os = "linux") && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join(format!("onepath-xdg-{}", std::process::id()));
+        if std::fs::create_dir_all(&dir).is_ok() {
+            // SAFETY: called first thing in main, before any other thread exists.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
     }
 }
