@@ -130,7 +130,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
 /// give them a private directory instead.
 fn quiet_mesa() {
     if cfg!(target_os = "linux") && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        let dir = std::env::temp_dir().join(format!("onepath-xdg-{}", std::process::id()));
+        let dir = std::env::temp_dir().join("onepath-xdg");
         if std::fs::create_dir_all(&dir).is_ok() {
             // SAFETY: called first thing in main, before any other thread exists.
             unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
