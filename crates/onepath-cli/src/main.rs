@@ -74,6 +74,7 @@ enum BenchWhat {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     quiet_mesa();
     let cli = Cli::parse();
     match run(cli) {
@@ -135,5 +136,15 @@ fn quiet_mesa() {
             // SAFETY: called first thing in main, before any other thread exists.
             unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `onepath ... | head` would panic on the closed pipe; restore the
+/// default action so the process ends quietly, as command-line tools do.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: resetting a signal disposition to its default before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
