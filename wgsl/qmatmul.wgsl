@@ -16,29 +16,38 @@
 // Every operation is an explicit fma or an add of two non-products, so no contraction choice
 // is left to the compiler.
 //
-// Design (GEMV-first; M = 1 is the decode case):
-//   * 128 invocations = (128 / LANES) slots x LANES lanes; a slot owns R = 4 consecutive rows of
-//     W, so each x unit (32 f32 = 8 vec4 loads, from L1) and its sum sx serve 4 rows: x traffic
-//     is 2 bytes of L1 per byte of W (was 8), and sx costs 1/4 add per code per row.
-//   * per unit a thread issues 4 independent 16-byte W loads (one per row; the LANES lanes of a
-//     row read consecutive vec4s, so a warp reads 256-512 contiguous bytes per row), 8 scale/bias
-//     words and the x vec4s before any arithmetic; all loads are explicit variables (no arrays).
+// Design (GEMV-first; M = 1 is the decode case). None of this reaches the arithmetic above:
+//   * WG invocations = S = WG / LANES slots x LANES lanes; a slot owns R rows of W (rows
+//     slot, slot + S, ..., of the workgroup's S * R), and each x unit it loads (32 f32 = 8 vec4,
+//     from L1) and its sum sx serve all R. WG (128 or 256) and R (1..4) are chosen by the host
+//     per shape (`qmm::plan`): R = 1 gives small-N matrices 4x the threads of R = 4; large N
+//     keeps R = 4 (fewest instructions per byte).
+//   * slots are the fastest index inside a warp (t = ((slot_hi * LANES + lane) * SL + slot_lo),
+//     SL = min(S, 8)): a warp holds 8 rows x 4 lanes (LANES >= 4), so one x load instruction
+//     touches 4 cache lines instead of 16-32 (x reuse in a warp = SL * R, 8 or more), and a W
+//     load 8 rows x 64 contiguous bytes (the workgroup's 4 warps cover 256 contiguous bytes).
+//   * a lane's units are loaded 3 at a time (every decode shape has exactly 3 units per lane):
+//     3 * R vec4 W loads and 6 * R scale/bias words are issued, as explicit variables, before
+//     any arithmetic, so each thread waits for DRAM once instead of once per unit.
 //   * codes are decoded without shifts per code: nibble i of a 16-bit half sits at bit 4i, so
 //     (half & (0xF << 4i)) | bits(2^(23-4i)) is the float 2^(23-4i) + q exactly, and one sub
 //     gives q (8-bit: byte i at bit 8i with 2^(23-8i)). Per code: 1 LOP3 + 1 FADD + 1 FFMA,
-//     plus one shift per u32 word: ~3.1 instructions per code, ~6 per byte of W.
-//   * the lane partials go to 2 KiB of workgroup memory and are folded by the tree
-//     (log2 LANES barriers). Rows of x (up to MT per workgroup, grid x) are processed one after
-//     another; their repeated W loads hit L1.
-//   Workgroups at M = 1: N * LANES / 512 (6144x1536: 192; 1536x6144: 192; 262144x1536: 8192).
+//     plus one shift per u32 word. bf16 scales decode with two shifts.
+//   * lane partials go to workgroup memory lane-major (sm[lane * rows + row], conflict-free
+//     writes) and the tree is evaluated in two barrier-separated phases: P = 2^floor(log2(LANES)/2)
+//     nodes per row each fold their Q = LANES / P leaves (strides LANES/2 .. P of the tree) in
+//     one thread, then one thread per row folds the P nodes (strides P/2 .. 1). Same tree, same
+//     bits, 2 barriers instead of log2(LANES) + 1.
+//   Rows of x (up to MT per workgroup, grid x) are processed one after another; their repeated
+//   W loads hit L1.
 
 override BITS: u32 = 4u;      // 4 or 8
 override GROUP: u32 = 64u;    // 32, 64 or 128
 override SCALE_DT: u32 = 2u;  // 0 = f32, 1 = f16, 2 = bf16
 override LANES: u32 = 16u;    // lanes per output element: power of two, 1..64
+override WG: u32 = 128u;      // invocations per workgroup: 128 or 256 (not in the contract)
+override R: u32 = 4u;         // rows of W per invocation: 1..4 (not in the contract)
 
-const WG: u32 = 128u;
-const R: u32 = 4u;            // rows of W per invocation
 const MT: u32 = 8u;           // rows of x per workgroup
 
 struct Params {
@@ -59,29 +68,27 @@ struct Params {
 @group(0) @binding(4) var<storage, read> biases: array<u32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
-// Lane partials of the workgroup's WG * R (row, lane) pairs, folded in place.
-var<workgroup> sm: array<f32, 512>;
+// Lane partials of the workgroup's WG * R (row, lane) pairs, lane-major, folded in place.
+var<workgroup> sm: array<f32, 1024>;
 
-fn half_of(word: u32, odd: bool) -> f32 {
+// The u32 word holding scale / bias number i.
+fn sb_word(i: u32) -> u32 {
+    if (SCALE_DT == 0u) {
+        return i;
+    }
+    return i >> 1u;
+}
+
+// Scale / bias number i from its word.
+fn sb_value(word: u32, i: u32) -> f32 {
+    if (SCALE_DT == 0u) {
+        return bitcast<f32>(word);
+    }
     if (SCALE_DT == 2u) {
-        return bitcast<f32>(select(word << 16u, word & 0xffff0000u, odd));
+        return bitcast<f32>((word >> ((i & 1u) << 4u)) << 16u);
     }
     let v = unpack2x16float(word);
-    return select(v.x, v.y, odd);
-}
-
-fn scale_at(i: u32) -> f32 {
-    if (SCALE_DT == 0u) {
-        return bitcast<f32>(scales[i]);
-    }
-    return half_of(scales[i >> 1u], (i & 1u) == 1u);
-}
-
-fn bias_at(i: u32) -> f32 {
-    if (SCALE_DT == 0u) {
-        return bitcast<f32>(biases[i]);
-    }
-    return half_of(biases[i >> 1u], (i & 1u) == 1u);
+    return select(v.x, v.y, (i & 1u) == 1u);
 }
 
 // The codes of the low 16 bits of `h` (4 at 4 bits; 2 at 8 bits, in .xy) as exact floats.
@@ -108,53 +115,119 @@ fn codes_word(a: u32) -> Q8 {
     return Q8(codes_half(a), codes_half(a >> 16u));
 }
 
+// The x of one unit (8 vec4 at 4 bits; 4 at 8 bits, x4..x7 zero) and its sum sx.
+struct XU {
+    x0: vec4<f32>,
+    x1: vec4<f32>,
+    x2: vec4<f32>,
+    x3: vec4<f32>,
+    x4: vec4<f32>,
+    x5: vec4<f32>,
+    x6: vec4<f32>,
+    x7: vec4<f32>,
+    sx: f32,
+}
+
+fn x_unit(xb: u32) -> XU {
+    let x0 = x[xb];
+    let x1 = x[xb + 1u];
+    let x2 = x[xb + 2u];
+    let x3 = x[xb + 3u];
+    var x4 = vec4<f32>(0.0);
+    var x5 = vec4<f32>(0.0);
+    var x6 = vec4<f32>(0.0);
+    var x7 = vec4<f32>(0.0);
+    var s4 = x0 + x1;
+    s4 = s4 + x2;
+    s4 = s4 + x3;
+    if (BITS == 4u) {
+        x4 = x[xb + 4u];
+        x5 = x[xb + 5u];
+        x6 = x[xb + 6u];
+        x7 = x[xb + 7u];
+        s4 = s4 + x4;
+        s4 = s4 + x5;
+        s4 = s4 + x6;
+        s4 = s4 + x7;
+    }
+    return XU(x0, x1, x2, x3, x4, x5, x6, x7, (s4.x + s4.y) + (s4.z + s4.w));
+}
+
 // d of one unit: vec4 fma chain over the unit's codes in storage order, combined.
-fn unit_dot(q: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
-            x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
+fn unit_dot(q: vec4<u32>, u: XU) -> f32 {
     var dq = vec4<f32>(0.0);
     if (BITS == 4u) {
         let a = codes_word(q.x);
-        dq = fma(x0, a.lo, dq);
-        dq = fma(x1, a.hi, dq);
+        dq = fma(u.x0, a.lo, dq);
+        dq = fma(u.x1, a.hi, dq);
         let b = codes_word(q.y);
-        dq = fma(x2, b.lo, dq);
-        dq = fma(x3, b.hi, dq);
+        dq = fma(u.x2, b.lo, dq);
+        dq = fma(u.x3, b.hi, dq);
         let c = codes_word(q.z);
-        dq = fma(x4, c.lo, dq);
-        dq = fma(x5, c.hi, dq);
+        dq = fma(u.x4, c.lo, dq);
+        dq = fma(u.x5, c.hi, dq);
         let d = codes_word(q.w);
-        dq = fma(x6, d.lo, dq);
-        dq = fma(x7, d.hi, dq);
+        dq = fma(u.x6, d.lo, dq);
+        dq = fma(u.x7, d.hi, dq);
     } else {
         let a = codes_word(q.x);
-        dq = fma(x0, vec4<f32>(a.lo.xy, a.hi.xy), dq);
+        dq = fma(u.x0, vec4<f32>(a.lo.xy, a.hi.xy), dq);
         let b = codes_word(q.y);
-        dq = fma(x1, vec4<f32>(b.lo.xy, b.hi.xy), dq);
+        dq = fma(u.x1, vec4<f32>(b.lo.xy, b.hi.xy), dq);
         let c = codes_word(q.z);
-        dq = fma(x2, vec4<f32>(c.lo.xy, c.hi.xy), dq);
+        dq = fma(u.x2, vec4<f32>(c.lo.xy, c.hi.xy), dq);
         let d = codes_word(q.w);
-        dq = fma(x3, vec4<f32>(d.lo.xy, d.hi.xy), dq);
+        dq = fma(u.x3, vec4<f32>(d.lo.xy, d.hi.xy), dq);
     }
     return (dq.x + dq.y) + (dq.z + dq.w);
 }
 
-@compute @workgroup_size(128)
+// One unit of one row into its lane's accumulator: acc = fma(s, d, fma(b, sx, acc)).
+fn row_step(acc: f32, q: vec4<u32>, sw: u32, bw: u32, gi: u32, u: XU) -> f32 {
+    let d = unit_dot(q, u);
+    return fma(sb_value(sw, gi), d, fma(sb_value(bw, gi), u.sx, acc));
+}
+
+// The pairwise tree (strides n/2, ..., 1) over sm[b], sm[b + s], ..., sm[b + (n - 1) s];
+// n is 1, 2, 4 or 8.
+fn fold_sm(b: u32, s: u32, n: u32) -> f32 {
+    if (n == 8u) {
+        return ((sm[b] + sm[b + 4u * s]) + (sm[b + 2u * s] + sm[b + 6u * s]))
+            + ((sm[b + s] + sm[b + 5u * s]) + (sm[b + 3u * s] + sm[b + 7u * s]));
+    }
+    if (n == 4u) {
+        return (sm[b] + sm[b + 2u * s]) + (sm[b + s] + sm[b + 3u * s]);
+    }
+    if (n == 2u) {
+        return sm[b] + sm[b + s];
+    }
+    return sm[b];
+}
+
+fn store_y(xr: u32, row: u32, v: f32) {
+    if (row < p.n) {
+        y[xr * p.y_stride + p.y_col0 + row] = v;
+    }
+}
+
+@compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let block = wid.y + wid.z * p.grid_y;
     if (block >= p.n_blocks) {
         return; // uniform for the whole workgroup
     }
-    let slots = WG / LANES;
-    let rpw = slots * R;              // rows of W per workgroup
-    let lane = t % LANES;
-    let slot = t / LANES;
-    let row0 = block * rpw + slot * R;
+    let S = WG / LANES;               // slots
+    let sl = min(S, 8u);              // slots per warp-level group
+    let slot = (t / (sl * LANES)) * sl + t % sl;
+    let lane = (t / sl) % LANES;
+    let rpw = S * R;                  // rows of W per workgroup
+    let rb = block * rpw;
     let last = p.n - 1u;
     // Rows past the end re-read the last row (valid memory); their results are not written.
-    let r0 = min(row0, last);
-    let r1 = min(row0 + 1u, last);
-    let r2 = min(row0 + 2u, last);
-    let r3 = min(row0 + 3u, last);
+    let r0 = min(rb + slot, last);
+    let r1 = min(rb + slot + S, last);
+    let r2 = min(rb + slot + 2u * S, last);
+    let r3 = min(rb + slot + 3u * S, last);
     let m0 = wid.x * MT;
     let mrows = min(MT, p.m - m0);
     let k4 = p.k / 4u;
@@ -162,6 +235,18 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let groups = p.k / GROUP;
     let upg = GROUP * BITS / 128u;    // units per group
     let xpu = 32u / BITS;             // vec4<f32> of x per unit
+    let nu = (units - lane + LANES - 1u) / LANES; // units of this lane (lane < units)
+    let w0 = r0 * units;
+    let w1 = r1 * units;
+    let w2 = r2 * units;
+    let w3 = r3 * units;
+    let g0 = r0 * groups;
+    let g1 = r1 * groups;
+    let g2 = r2 * groups;
+    let g3 = r3 * groups;
+    // Fold shape: P nodes per row of Q leaves each.
+    let P = select(select(select(1u, 2u, LANES >= 4u), 4u, LANES >= 16u), 8u, LANES >= 64u);
+    let Q = LANES / P;
 
     for (var i = 0u; i < mrows; i++) {
         let xrow = (m0 + i) * k4;
@@ -169,76 +254,172 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         var a1 = 0.0;
         var a2 = 0.0;
         var a3 = 0.0;
-        for (var u = lane; u < units; u += LANES) {
-            // Every load of the unit first, then the arithmetic.
-            let q0 = w[r0 * units + u];
-            let q1 = w[r1 * units + u];
-            let q2 = w[r2 * units + u];
-            let q3 = w[r3 * units + u];
-            let g = u / upg;
-            let s0 = scale_at(r0 * groups + g);
-            let s1 = scale_at(r1 * groups + g);
-            let s2 = scale_at(r2 * groups + g);
-            let s3 = scale_at(r3 * groups + g);
-            let b0 = bias_at(r0 * groups + g);
-            let b1 = bias_at(r1 * groups + g);
-            let b2 = bias_at(r2 * groups + g);
-            let b3 = bias_at(r3 * groups + g);
-            let xb = xrow + u * xpu;
-            let x0 = x[xb];
-            let x1 = x[xb + 1u];
-            let x2 = x[xb + 2u];
-            let x3 = x[xb + 3u];
-            var x4 = vec4<f32>(0.0);
-            var x5 = vec4<f32>(0.0);
-            var x6 = vec4<f32>(0.0);
-            var x7 = vec4<f32>(0.0);
-            var s4 = x0 + x1;
-            s4 = s4 + x2;
-            s4 = s4 + x3;
-            if (BITS == 4u) {
-                x4 = x[xb + 4u];
-                x5 = x[xb + 5u];
-                x6 = x[xb + 6u];
-                x7 = x[xb + 7u];
-                s4 = s4 + x4;
-                s4 = s4 + x5;
-                s4 = s4 + x6;
-                s4 = s4 + x7;
+        for (var j = 0u; j < nu; j += 3u) {
+            // Units a, b, c of this lane (b, c re-read a where the lane has no more).
+            let ua = lane + j * LANES;
+            let hb = j + 1u < nu;
+            let hc = j + 2u < nu;
+            let ub = select(ua, ua + LANES, hb);
+            let uc = select(ua, ua + 2u * LANES, hc);
+            let ga = ua / upg;
+            let gb = ub / upg;
+            let gc = uc / upg;
+            // Every W, scale and bias load of the batch first, then the arithmetic.
+            let qa0 = w[w0 + ua];
+            let qb0 = w[w0 + ub];
+            let qc0 = w[w0 + uc];
+            let sa0 = scales[sb_word(g0 + ga)];
+            let sb0 = scales[sb_word(g0 + gb)];
+            let sc0 = scales[sb_word(g0 + gc)];
+            let ba0 = biases[sb_word(g0 + ga)];
+            let bb0 = biases[sb_word(g0 + gb)];
+            let bc0 = biases[sb_word(g0 + gc)];
+            var qa1 = vec4<u32>(0u);
+            var qb1 = vec4<u32>(0u);
+            var qc1 = vec4<u32>(0u);
+            var sa1 = 0u;
+            var sb1 = 0u;
+            var sc1 = 0u;
+            var ba1 = 0u;
+            var bb1 = 0u;
+            var bc1 = 0u;
+            if (R > 1u) {
+                qa1 = w[w1 + ua];
+                qb1 = w[w1 + ub];
+                qc1 = w[w1 + uc];
+                sa1 = scales[sb_word(g1 + ga)];
+                sb1 = scales[sb_word(g1 + gb)];
+                sc1 = scales[sb_word(g1 + gc)];
+                ba1 = biases[sb_word(g1 + ga)];
+                bb1 = biases[sb_word(g1 + gb)];
+                bc1 = biases[sb_word(g1 + gc)];
             }
-            let sx = (s4.x + s4.y) + (s4.z + s4.w);
-            let d0 = unit_dot(q0, x0, x1, x2, x3, x4, x5, x6, x7);
-            let d1 = unit_dot(q1, x0, x1, x2, x3, x4, x5, x6, x7);
-            let d2 = unit_dot(q2, x0, x1, x2, x3, x4, x5, x6, x7);
-            let d3 = unit_dot(q3, x0, x1, x2, x3, x4, x5, x6, x7);
-            a0 = fma(s0, d0, fma(b0, sx, a0));
-            a1 = fma(s1, d1, fma(b1, sx, a1));
-            a2 = fma(s2, d2, fma(b2, sx, a2));
-            a3 = fma(s3, d3, fma(b3, sx, a3));
-        }
-        // Partials at (row in workgroup) * LANES + lane.
-        let e = slot * R * LANES + lane;
-        sm[e] = a0;
-        sm[e + LANES] = a1;
-        sm[e + 2u * LANES] = a2;
-        sm[e + 3u * LANES] = a3;
-        workgroupBarrier();
-        for (var st = LANES / 2u; st > 0u; st = st / 2u) {
-            for (var j = 0u; j < R; j++) {
-                let f = j * WG + t;
-                if (f % LANES < st) {
-                    sm[f] = sm[f] + sm[f + st];
+            var qa2 = vec4<u32>(0u);
+            var qb2 = vec4<u32>(0u);
+            var qc2 = vec4<u32>(0u);
+            var sa2 = 0u;
+            var sb2 = 0u;
+            var sc2 = 0u;
+            var ba2 = 0u;
+            var bb2 = 0u;
+            var bc2 = 0u;
+            if (R > 2u) {
+                qa2 = w[w2 + ua];
+                qb2 = w[w2 + ub];
+                qc2 = w[w2 + uc];
+                sa2 = scales[sb_word(g2 + ga)];
+                sb2 = scales[sb_word(g2 + gb)];
+                sc2 = scales[sb_word(g2 + gc)];
+                ba2 = biases[sb_word(g2 + ga)];
+                bb2 = biases[sb_word(g2 + gb)];
+                bc2 = biases[sb_word(g2 + gc)];
+            }
+            var qa3 = vec4<u32>(0u);
+            var qb3 = vec4<u32>(0u);
+            var qc3 = vec4<u32>(0u);
+            var sa3 = 0u;
+            var sb3 = 0u;
+            var sc3 = 0u;
+            var ba3 = 0u;
+            var bb3 = 0u;
+            var bc3 = 0u;
+            if (R > 3u) {
+                qa3 = w[w3 + ua];
+                qb3 = w[w3 + ub];
+                qc3 = w[w3 + uc];
+                sa3 = scales[sb_word(g3 + ga)];
+                sb3 = scales[sb_word(g3 + gb)];
+                sc3 = scales[sb_word(g3 + gc)];
+                ba3 = biases[sb_word(g3 + ga)];
+                bb3 = biases[sb_word(g3 + gb)];
+                bc3 = biases[sb_word(g3 + gc)];
+            }
+            // Unit a, then b, then c: each lane's units in order.
+            let xa = x_unit(xrow + ua * xpu);
+            a0 = row_step(a0, qa0, sa0, ba0, g0 + ga, xa);
+            if (R > 1u) {
+                a1 = row_step(a1, qa1, sa1, ba1, g1 + ga, xa);
+            }
+            if (R > 2u) {
+                a2 = row_step(a2, qa2, sa2, ba2, g2 + ga, xa);
+            }
+            if (R > 3u) {
+                a3 = row_step(a3, qa3, sa3, ba3, g3 + ga, xa);
+            }
+            if (hb) {
+                let xb = x_unit(xrow + ub * xpu);
+                a0 = row_step(a0, qb0, sb0, bb0, g0 + gb, xb);
+                if (R > 1u) {
+                    a1 = row_step(a1, qb1, sb1, bb1, g1 + gb, xb);
+                }
+                if (R > 2u) {
+                    a2 = row_step(a2, qb2, sb2, bb2, g2 + gb, xb);
+                }
+                if (R > 3u) {
+                    a3 = row_step(a3, qb3, sb3, bb3, g3 + gb, xb);
                 }
             }
-            workgroupBarrier();
-        }
-        for (var j = 0u; j < R; j++) {
-            let rr = j * WG + t;      // row within the workgroup (rpw <= R * WG)
-            let row = block * rpw + rr;
-            if (rr < rpw && row < p.n) {
-                y[(m0 + i) * p.y_stride + p.y_col0 + row] = sm[rr * LANES];
+            if (hc) {
+                let xc = x_unit(xrow + uc * xpu);
+                a0 = row_step(a0, qc0, sc0, bc0, g0 + gc, xc);
+                if (R > 1u) {
+                    a1 = row_step(a1, qc1, sc1, bc1, g1 + gc, xc);
+                }
+                if (R > 2u) {
+                    a2 = row_step(a2, qc2, sc2, bc2, g2 + gc, xc);
+                }
+                if (R > 3u) {
+                    a3 = row_step(a3, qc3, sc3, bc3, g3 + gc, xc);
+                }
             }
         }
-        workgroupBarrier(); // the next row of x reuses sm
+        let xr = m0 + i;
+        if (LANES == 1u) {
+            store_y(xr, rb + slot, a0);
+            if (R > 1u) {
+                store_y(xr, rb + slot + S, a1);
+            }
+            if (R > 2u) {
+                store_y(xr, rb + slot + 2u * S, a2);
+            }
+            if (R > 3u) {
+                store_y(xr, rb + slot + 3u * S, a3);
+            }
+        } else {
+            // Partials at lane * rpw + (row in workgroup).
+            let e = lane * rpw + slot;
+            sm[e] = a0;
+            if (R > 1u) {
+                sm[e + S] = a1;
+            }
+            if (R > 2u) {
+                sm[e + 2u * S] = a2;
+            }
+            if (R > 3u) {
+                sm[e + 3u * S] = a3;
+            }
+            workgroupBarrier();
+            // Phase 1: node f = nd * rpw + row (nd < P) folds lanes nd, nd + P, ... (strides
+            // LANES/2 .. P of the tree) in place; with P = 1 that is the whole tree.
+            let pr = P * rpw;
+            for (var f = t; f < pr; f += WG) {
+                let v = fold_sm(f, pr, Q);
+                if (P == 1u) {
+                    store_y(xr, rb + f, v);
+                } else {
+                    sm[f] = v;
+                }
+            }
+            if (P > 1u) {
+                workgroupBarrier();
+                // Phase 2: the P nodes of each row (strides P/2 .. 1).
+                for (var r = t; r < rpw; r += WG) {
+                    store_y(xr, rb + r, fold_sm(r, rpw, P));
+                }
+            }
+            if (i + 1u < mrows) {
+                workgroupBarrier(); // the next row of x reuses sm
+            }
+        }
     }
 }

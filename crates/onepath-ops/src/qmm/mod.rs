@@ -8,10 +8,10 @@
 //! and how W is split across bindings never reach that order, so row `m` of an M-row call has
 //! the bits of the same row computed alone.
 //!
-//! Quantized workgroups: [`QWG`] invocations = `QWG / LANES` slots x `LANES` lanes, a slot
-//! owning [`QROWS`] rows of W (each x load serves all of them); dense workgroups: [`WG`]
-//! invocations = `WG / LANES` rows x `LANES` lanes. Grid x = tiles of [`MT`] rows of x, grid
-//! y (+ z) = blocks of output rows. A tied LM head is a [`QMatmul`] on the embedding's [`QWeights`], which an
+//! Quantized workgroups: `wg` invocations = `wg / LANES` slots x `LANES` lanes, a slot owning
+//! `rows` rows of W (each x load serves all of them), both chosen per shape by [`qplan`] (they
+//! never reach the arithmetic); dense workgroups: [`WG`] invocations = `WG / LANES` rows x
+//! `LANES` lanes. Grid x = tiles of [`MT`] rows of x, grid y (+ z) = blocks of output rows. A tied LM head is a [`QMatmul`] on the embedding's [`QWeights`], which an
 //! [`EmbedGather`] can share.
 
 mod gather;
@@ -30,10 +30,60 @@ pub const MT: usize = 8;
 pub const WG: usize = 256;
 const MAX_GRID: u32 = 65535;
 
-/// Invocations per workgroup of the quantized kernel.
+/// Invocations per workgroup of the quantized kernel below 32 lanes (256 from 32 lanes on; see
+/// [`qplan`]).
 pub const QWG: usize = 128;
-/// Rows of W per invocation of the quantized kernel (not part of the numerical contract).
+/// Most rows of W per invocation of the quantized kernel (not part of the numerical contract;
+/// see [`qplan`]).
 pub const QROWS: usize = 4;
+
+/// Workgroup shape of the quantized kernel: invocations per workgroup and rows of W per
+/// invocation. Neither reaches the arithmetic (every output element is reduced in the order
+/// fixed by K alone), so the shape may depend on N and M.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QPlan {
+    pub wg: u32,
+    pub rows: u32,
+}
+
+/// The quantized kernel's workgroup shape for an `m`-row call of an `n`-row matrix with `lanes`
+/// lanes per output element.
+///
+/// * `wg` = 256 from 32 lanes on (so a workgroup still holds 4 or more rows per pass), else 128.
+/// * rows per invocation: more than [`MT`] rows of x reuse W from L1 and favour the fewest
+///   instructions per byte ([`QROWS`]); up to [`MT`] rows (decode) is bound by how many loads are
+///   in flight, so small N gets fewer rows per invocation and more invocations: 4 while that
+///   still leaves 2^18 invocations, 2 while that leaves 2^17, else 1, but never so few that a
+///   warp's x load serves fewer than 8 rows (`min(slots, 8) * rows >= 8`).
+///
+/// `ONEPATH_QMM_ROWS` (1 to 4) and `ONEPATH_QMM_WG` (128 or 256) override it, for tuning.
+pub fn qplan(n: usize, m: usize, lanes: u32) -> QPlan {
+    let wg = env_u32("ONEPATH_QMM_WG")
+        .filter(|v| [128, 256].contains(v))
+        .unwrap_or(if lanes >= 32 { 256 } else { 128 });
+    let rows = env_u32("ONEPATH_QMM_ROWS")
+        .filter(|v| (1..=QROWS as u32).contains(v))
+        .unwrap_or_else(|| {
+            if m > MT {
+                return QROWS as u32;
+            }
+            let threads = n * lanes as usize;
+            let by_n = if threads / 4 >= 1 << 18 {
+                4
+            } else if threads / 2 >= 1 << 17 {
+                2
+            } else {
+                1
+            };
+            let slots = (wg / lanes).clamp(1, 8);
+            by_n.max(8 / slots).min(QROWS as u32)
+        });
+    QPlan { wg, rows }
+}
+
+fn env_u32(name: &str) -> Option<u32> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
 
 /// Lanes per output element of the quantized kernel for a row of `k` inputs at `bits` bits: a
 /// function of K (and the bit width) only, part of the numerical contract. A row is
@@ -219,28 +269,40 @@ fn params(
 /// `y = x W^T` with W quantized (MLX affine), dequantised inside the kernel.
 pub struct QMatmul {
     pub weights: Arc<QWeights>,
-    pipeline: Arc<wgpu::ComputePipeline>,
+    /// Pipelines for calls of up to [`MT`] rows and of more, with their shapes.
+    decode: (Arc<wgpu::ComputePipeline>, QPlan),
+    batch: (Arc<wgpu::ComputePipeline>, QPlan),
     lanes: u32,
 }
 
 impl QMatmul {
-    /// Compiles (or fetches) the pipeline for `weights` (see [`QWeights::upload`]).
+    /// Compiles (or fetches) the pipelines for `weights` (see [`QWeights::upload`]): one per
+    /// workgroup shape [`qplan`] picks for its N, at M = 1 and at M > [`MT`]. They differ only
+    /// in how rows are spread over invocations, never in the arithmetic.
     pub async fn new(gpu: &Gpu, weights: Arc<QWeights>) -> Result<QMatmul, OpError> {
         let lanes = lanes_quant(weights.cols, weights.bits);
-        let pipeline = gpu
-            .pipeline(
-                &kernels::QMATMUL,
-                &[
-                    ("BITS", f64::from(weights.bits)),
-                    ("GROUP", weights.group as f64),
-                    ("SCALE_DT", weights.scale_code()),
-                    ("LANES", f64::from(lanes)),
-                ],
-            )
-            .await?;
+        let build = async |plan: QPlan| -> Result<_, OpError> {
+            let pipeline = gpu
+                .pipeline(
+                    &kernels::QMATMUL,
+                    &[
+                        ("BITS", f64::from(weights.bits)),
+                        ("GROUP", weights.group as f64),
+                        ("SCALE_DT", weights.scale_code()),
+                        ("LANES", f64::from(lanes)),
+                        ("WG", f64::from(plan.wg)),
+                        ("R", f64::from(plan.rows)),
+                    ],
+                )
+                .await?;
+            Ok((pipeline, plan))
+        };
+        let decode = build(qplan(weights.rows, 1, lanes)).await?;
+        let batch = build(qplan(weights.rows, MT + 1, lanes)).await?;
         Ok(QMatmul {
             weights,
-            pipeline,
+            decode,
+            batch,
             lanes,
         })
     }
@@ -260,17 +322,18 @@ impl QMatmul {
     ) -> Result<PreparedMatmul, OpError> {
         let (k, n) = (self.weights.cols, self.weights.rows);
         check_call(gpu, m, k, n, x, y)?;
+        let (pipeline, plan) = if m > MT { &self.batch } else { &self.decode };
+        let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;
         let mut dispatches = Vec::new();
         let mut keep = Vec::new();
         for s in &self.weights.splits {
-            let rw = QWG / self.lanes as usize * QROWS;
             let (u, g) = params(gpu, m, k, n, &s.rows, rw);
-            let bg = gpu.bind(&self.pipeline, &[&u, x, &s.w, &s.scales, &s.biases, y]);
+            let bg = gpu.bind(pipeline, &[&u, x, &s.w, &s.scales, &s.biases, y]);
             dispatches.push((bg, g));
             keep.push(u);
         }
         Ok(PreparedMatmul {
-            pipeline: self.pipeline.clone(),
+            pipeline: pipeline.clone(),
             dispatches,
             _params: keep,
         })
