@@ -130,24 +130,9 @@ pub fn reference(
     scale: f32,
     softcap: Option<f32>,
 ) -> Vec<f64> {
-    let dims = onepath::reference::SdpaDims {
-        batch: rect.batch,
-        q_heads: rect.q_heads,
-        kv_heads: rect.kv_heads,
-        q_len: rect.q_len,
-        kv_len: rect.kv_len,
-        head_dim: rect.head_dim,
-    };
-    onepath::reference::sdpa(
-        &dims,
-        q,
-        &k.f32,
-        &v.f32,
-        f64::from(scale),
-        softcap.map(f64::from),
-        |b, h, i, j| m.row(b, h, i).contains(j as u32),
-    )
-    .expect("reference")
+    reference_with(rect, q, k, v, scale, softcap, |b, h, i, j| {
+        m.row(b, h, i).contains(j as u32)
+    })
 }
 
 /// Bits of an f32 slice, for `==` comparisons that treat -0.0 and NaN payloads strictly.
