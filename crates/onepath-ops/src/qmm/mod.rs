@@ -56,33 +56,24 @@ pub struct QPlan {
 ///   still leaves 2^18 invocations, 2 while that leaves 2^17, else 1, but never so few that a
 ///   warp's x load serves fewer than 8 rows (`min(slots, 8) * rows >= 8`).
 ///
-/// `ONEPATH_QMM_ROWS` (1 to 4) and `ONEPATH_QMM_WG` (128 or 256) override it, for tuning.
+/// (Measured on an H100: forcing 1 or 2 rows per invocation was no faster on any bench shape.)
 pub fn qplan(n: usize, m: usize, lanes: u32) -> QPlan {
-    let wg = env_u32("ONEPATH_QMM_WG")
-        .filter(|v| [128, 256].contains(v))
-        .unwrap_or(if lanes >= 32 { 256 } else { 128 });
-    let rows = env_u32("ONEPATH_QMM_ROWS")
-        .filter(|v| (1..=QROWS as u32).contains(v))
-        .unwrap_or_else(|| {
-            if m > MT {
-                return QROWS as u32;
-            }
-            let threads = n * lanes as usize;
-            let by_n = if threads / 4 >= 1 << 18 {
-                4
-            } else if threads / 2 >= 1 << 17 {
-                2
-            } else {
-                1
-            };
-            let slots = (wg / lanes).clamp(1, 8);
-            by_n.max(8 / slots).min(QROWS as u32)
-        });
+    let wg = if lanes >= 32 { 256 } else { 128 };
+    let rows = if m > MT {
+        QROWS as u32
+    } else {
+        let threads = n * lanes as usize;
+        let by_n = if threads / 4 >= 1 << 18 {
+            4
+        } else if threads / 2 >= 1 << 17 {
+            2
+        } else {
+            1
+        };
+        let slots = (wg / lanes).clamp(1, 8);
+        by_n.max(8 / slots).min(QROWS as u32)
+    };
     QPlan { wg, rows }
-}
-
-fn env_u32(name: &str) -> Option<u32> {
-    std::env::var(name).ok()?.trim().parse().ok()
 }
 
 /// Lanes per output element of the quantized kernel for a row of `k` inputs at `bits` bits: a
