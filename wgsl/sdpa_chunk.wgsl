@@ -301,8 +301,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
 
     // Phase 4: P.V. Thread t owns dims (2*pair, 2*pair+1) of all rows over split `sp` of the
-    // chunk, keys in order; V loads are issued eight keys at a time (sixteen measured slower on an
-    // H100 at head_dim 512: more registers, fewer resident workgroups).
+    // chunk, keys in order; V loads are issued sixteen keys at a time.
     let pairs = D / 2u;
     let n_split = WG / pairs;
     let sp = t / pairs;
@@ -315,7 +314,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let vs = prm.kv_stride;
     var pv = Pv(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     var kk = k0;
-    for (; kk + 8u <= k1; kk += 8u) {
+    for (; kk + 16u <= k1; kk += 16u) {
         let v0 = load_v2(vbase + (kk + 0u) * vs, pair);
         let v1 = load_v2(vbase + (kk + 1u) * vs, pair);
         let v2 = load_v2(vbase + (kk + 2u) * vs, pair);
@@ -324,6 +323,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let v5 = load_v2(vbase + (kk + 5u) * vs, pair);
         let v6 = load_v2(vbase + (kk + 6u) * vs, pair);
         let v7 = load_v2(vbase + (kk + 7u) * vs, pair);
+        let v8 = load_v2(vbase + (kk + 8u) * vs, pair);
+        let v9 = load_v2(vbase + (kk + 9u) * vs, pair);
+        let v10 = load_v2(vbase + (kk + 10u) * vs, pair);
+        let v11 = load_v2(vbase + (kk + 11u) * vs, pair);
+        let v12 = load_v2(vbase + (kk + 12u) * vs, pair);
+        let v13 = load_v2(vbase + (kk + 13u) * vs, pair);
+        let v14 = load_v2(vbase + (kk + 14u) * vs, pair);
+        let v15 = load_v2(vbase + (kk + 15u) * vs, pair);
         pv = pv_step(pv, kk + 0u, v0, same);
         pv = pv_step(pv, kk + 1u, v1, same);
         pv = pv_step(pv, kk + 2u, v2, same);
@@ -332,6 +339,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         pv = pv_step(pv, kk + 5u, v5, same);
         pv = pv_step(pv, kk + 6u, v6, same);
         pv = pv_step(pv, kk + 7u, v7, same);
+        pv = pv_step(pv, kk + 8u, v8, same);
+        pv = pv_step(pv, kk + 9u, v9, same);
+        pv = pv_step(pv, kk + 10u, v10, same);
+        pv = pv_step(pv, kk + 11u, v11, same);
+        pv = pv_step(pv, kk + 12u, v12, same);
+        pv = pv_step(pv, kk + 13u, v13, same);
+        pv = pv_step(pv, kk + 14u, v14, same);
+        pv = pv_step(pv, kk + 15u, v15, same);
     }
     for (; kk < k1; kk++) {
         pv = pv_step(pv, kk, load_v2(vbase + kk * vs, pair), same);
