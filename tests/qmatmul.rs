@@ -158,21 +158,6 @@ fn odd_shapes_groups_bits_dtypes() {
     for (i, &(n, k, g, b, dt)) in cases.iter().enumerate() {
         let what = format!("N={n} K={k} group={g} bits={b} {dt}");
         let q = qtensor(100 + i as u64, n, k, g, b, dt);
-        let op = qmm(gpu, &q, None);
-        let m = 9;
-        let x = common::randn(&mut common::rng(200 + i as u64), m * k);
-        let y = run(gpu, &op, &x, m);
-        let want = matmul_nt(&x, &dequantize_f32(&q), m, k, n).unwrap();
-        let ratio = worst_ratio(&want, &y, &mass(&q, &x, m));
-        let depth = quant_depth(k, g, op.lanes());
-        eprintln!(
-            "{what}: lanes {} worst ratio {ratio:.3} (budget {depth})",
-            op.lanes()
-        );
-        assert!(ratio <= depth, "{what}: error ratio {ratio} over {depth}");
-        for r in [0, 4, 8] {
-            let one = run(gpu, &op, &x[r * k..(r + 1) * k], 1);
-            assert_eq!(bits(row(&y, n, r)), bits(&one), "{what}: row {r} vs M = 1");
-        }
+        check_accurate_and_invariant(gpu, &what, &q, 9, 200 + i as u64, &[0, 4, 8]);
     }
 }

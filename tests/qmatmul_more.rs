@@ -242,21 +242,6 @@ fn decode_shapes_are_accurate_and_invariant() {
     {
         let what = format!("N={n} K={k} group={g} bits={b}");
         let q = qtensor(500 + i as u64, n, k, g, b, DType::BF16);
-        let op = qmm(gpu, &q, None);
-        let m = 11;
-        let x = common::randn(&mut common::rng(600 + i as u64), m * k);
-        let y = run(gpu, &op, &x, m);
-        let want = matmul_nt(&x, &dequantize_f32(&q), m, k, n).unwrap();
-        let ratio = worst_ratio(&want, &y, &mass(&q, &x, m));
-        let depth = quant_depth(k, g, op.lanes());
-        eprintln!(
-            "{what}: lanes {} worst ratio {ratio:.3} (budget {depth})",
-            op.lanes()
-        );
-        assert!(ratio <= depth, "{what}: error ratio {ratio} over {depth}");
-        for r in [0, 7, 10] {
-            let one = run(gpu, &op, &x[r * k..(r + 1) * k], 1);
-            assert_eq!(bits(row(&y, n, r)), bits(&one), "{what}: row {r} vs M = 1");
-        }
+        check_accurate_and_invariant(gpu, &what, &q, 11, 600 + i as u64, &[0, 7, 10]);
     }
 }

@@ -188,15 +188,12 @@ fn every_shader_translates_to_msl_and_spirv() {
 
 /// The u32 value of the module-scope `const` called `name`.
 fn const_u32(module: &Module, name: &str) -> u32 {
-    let (_, c) = module
-        .constants
-        .iter()
-        .find(|(_, c)| c.name.as_deref() == Some(name))
-        .unwrap_or_else(|| panic!("no const {name}"));
-    match module.global_expressions[c.init] {
-        Expression::Literal(Literal::U32(v)) => v,
-        ref e => panic!("const {name} is {e:?}, expected a u32 literal"),
-    }
+    let v = const_f64(module, name);
+    assert!(
+        v >= 0.0 && v.fract() == 0.0,
+        "const {name} = {v} is not a u32"
+    );
+    v as u32
 }
 
 /// The value of the module-scope constant `name` (u32, i32, f32 or bool) as f64.

@@ -130,3 +130,37 @@ pub fn assert_bits(what: &str, a: &[f32], b: &[f32]) {
         );
     }
 }
+
+/// Runs an `m`-row call of `q` on seeded random x, asserts its error is within the f32 budget
+/// against the f64 oracle, and asserts that each row in `rows` equals its own M = 1 call bit for
+/// bit.
+pub fn check_accurate_and_invariant(
+    gpu: &Gpu,
+    what: &str,
+    q: &QuantizedTensor,
+    m: usize,
+    seed: u64,
+    rows: &[usize],
+) {
+    let (n, k) = (q.rows(), q.cols());
+    let op = qmm(gpu, q, None);
+    let x = crate::common::randn(&mut crate::common::rng(seed), m * k);
+    let y = run(gpu, &op, &x, m);
+    let want =
+        onepath::reference::matmul_nt(&x, &onepath_weights::dequantize_f32(q), m, k, n).unwrap();
+    let ratio = worst_ratio(&want, &y, &mass(q, &x, m));
+    let depth = quant_depth(k, q.group_size(), op.lanes());
+    eprintln!(
+        "{what}: lanes {} worst ratio {ratio:.3} (budget {depth})",
+        op.lanes()
+    );
+    assert!(ratio <= depth, "{what}: error ratio {ratio} over {depth}");
+    for &r in rows {
+        let one = run(gpu, &op, &x[r * k..(r + 1) * k], 1);
+        assert_eq!(
+            crate::common::bits(row(&y, n, r)),
+            crate::common::bits(&one),
+            "{what}: row {r} vs M = 1"
+        );
+    }
+}

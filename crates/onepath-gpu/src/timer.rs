@@ -50,34 +50,10 @@ impl GpuTimer {
         enc.resolve_query_set(&self.set, 0..self.passes * 2, &self.resolve, 0);
     }
 
-    /// Duration of each pass in nanoseconds.
-    pub async fn read_ns(&self, gpu: &Gpu) -> Result<Vec<f64>, GpuError> {
-        let ticks: Vec<u64> = read_buffer_as(gpu, &self.resolve).await?;
-        Ok(ticks
-            .chunks_exact(2)
-            .map(|p| p[1].saturating_sub(p[0]) as f64 * self.period_ns)
-            .collect())
-    }
-
     /// Nanoseconds from the first timestamp (start of pass 0) to the last (end of the last pass).
     pub async fn read_total_ns(&self, gpu: &Gpu) -> Result<f64, GpuError> {
         let ticks: Vec<u64> = read_buffer_as(gpu, &self.resolve).await?;
         let (first, last) = (ticks[0], ticks[ticks.len() - 1]);
         Ok(last.saturating_sub(first) as f64 * self.period_ns)
-    }
-
-    /// Spans of consecutive groups of `per_group` passes: for group `g`, the nanoseconds from
-    /// the start of its first pass to the end of its last (gaps between its passes included).
-    pub async fn read_group_spans_ns(
-        &self,
-        gpu: &Gpu,
-        per_group: u32,
-    ) -> Result<Vec<f64>, GpuError> {
-        let ticks: Vec<u64> = read_buffer_as(gpu, &self.resolve).await?;
-        let per = 2 * per_group.max(1) as usize;
-        Ok(ticks
-            .chunks_exact(per)
-            .map(|g| g[per - 1].saturating_sub(g[0]) as f64 * self.period_ns)
-            .collect())
     }
 }
