@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check, as CI runs it: formatting, clippy, all tests (GPU tests on the first adapter:
-# lavapipe on a machine without a GPU, and again on the GL backend where one exists), and the
+# lavapipe on a machine without a GPU, and again on the GL backend where one exists, there with
+# wgpu's shader run-time checks on), and the
 # wasm32 build of the crates the browser build uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +21,9 @@ cargo build --quiet -p onepath-cli
 target/debug/onepath info || { echo "no GPU adapter: see the message above" >&2; exit 1; }
 cargo test --workspace
 
-step "GPU conformance tests on the GL backend"
+step "GPU conformance tests on the GL backend, with wgpu's shader run-time checks on"
 if ONEPATH_BACKEND=gl target/debug/onepath info 2>/dev/null | grep -q Gl; then
-    ONEPATH_BACKEND=gl cargo test --test sdpa_invariance --test sdpa_decode --test sdpa_edges \
+    ONEPATH_BACKEND=gl ONEPATH_SHADER_CHECKS=1 cargo test --test sdpa_invariance --test sdpa_decode --test sdpa_edges \
         --test sdpa_accuracy --test qmatmul
 else
     echo "no GL adapter on this machine: GL backend not tested here"

@@ -19,6 +19,7 @@ pub fn gpu() -> Option<&'static Gpu> {
         let opts = GpuOptions {
             backend,
             force_fallback: false,
+            shader_checks: GpuOptions::checks_from_env(),
         };
         match pollster::block_on(Gpu::new(&opts)) {
             Ok(g) => {
@@ -35,6 +36,18 @@ pub fn gpu() -> Option<&'static Gpu> {
         }
     })
     .as_ref()
+}
+
+/// A second device on the same backend with wgpu's shader run-time checks set to `checks`
+/// (the shared [`gpu`] follows `ONEPATH_SHADER_CHECKS`, default off). `None` where [`gpu`] is.
+pub fn gpu_with_checks(checks: bool) -> Option<Gpu> {
+    gpu()?;
+    let opts = GpuOptions {
+        backend: onepath::gpu::BackendChoice::from_env().expect("ONEPATH_BACKEND"),
+        force_fallback: false,
+        shader_checks: checks,
+    };
+    Some(pollster::block_on(Gpu::new(&opts)).expect("a second device on the test adapter"))
 }
 
 /// Seeded standard-normal-ish data (sum of uniforms; deterministic across platforms).

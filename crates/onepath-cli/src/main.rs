@@ -22,6 +22,10 @@ struct Cli {
     /// One JSON object on stdout instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Keep wgpu's run-time bounds checks and loop counters in every kernel (slower; changes no
+    /// result, a debugging aid).
+    #[arg(long, global = true, env = "ONEPATH_SHADER_CHECKS", value_parser = clap::builder::BoolishValueParser::new())]
+    shader_checks: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,6 +94,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let opts = GpuOptions {
         backend: cli.backend,
         force_fallback: false,
+        shader_checks: cli.shader_checks,
     };
     let gpu = pollster::block_on(Gpu::new(&opts))?;
     match cli.command {

@@ -8,6 +8,28 @@ pub struct GpuOptions {
     pub backend: BackendChoice,
     /// Ask for the OS's software adapter (lavapipe, WARP) even when a hardware one exists.
     pub force_fallback: bool,
+    /// Keep wgpu's run-time checks in every kernel: index clamps on arrays and buffers, and a
+    /// counter in every loop. Off by default: onepath's kernels are its own, every loop is
+    /// bounded and every index comes from a host-checked plan, and the checks cost speed
+    /// (they clamp every workgroup-memory access). Turning them on changes no result; it only
+    /// changes what an out-of-range access would do, so it is a debugging aid
+    /// (`ONEPATH_SHADER_CHECKS=1`). Browsers always check, whatever this says.
+    pub shader_checks: bool,
+}
+
+impl GpuOptions {
+    /// Name of the environment variable that turns [`GpuOptions::shader_checks`] on.
+    pub const CHECKS_ENV: &'static str = "ONEPATH_SHADER_CHECKS";
+
+    /// Whether `ONEPATH_SHADER_CHECKS` asks for checked shaders (`1`, `true`, `yes`, `on`).
+    pub fn checks_from_env() -> bool {
+        std::env::var(Self::CHECKS_ENV).is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
+    }
 }
 
 /// The optional capabilities the kernels may use. Variants are chosen from these and from
@@ -27,6 +49,8 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub features: DeviceFeatures,
     pub limits: wgpu::Limits,
+    /// Whether kernels keep wgpu's run-time checks (see [`GpuOptions::shader_checks`]).
+    pub shader_checks: bool,
     pub(crate) pipelines: PipelineCache,
 }
 
@@ -37,11 +61,14 @@ impl Gpu {
         desc.backends = opts.backend.backends();
         let instance = wgpu::Instance::new(desc);
         let adapter = pick_adapter(&instance, opts).await?;
-        Self::from_adapter(adapter).await
+        Self::from_adapter(adapter, opts.shader_checks).await
     }
 
     /// Opens a device on `adapter`, enabling the optional features it has.
-    pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu, GpuError> {
+    pub async fn from_adapter(
+        adapter: wgpu::Adapter,
+        shader_checks: bool,
+    ) -> Result<Gpu, GpuError> {
         let info = adapter.get_info();
         let available = adapter.features();
         let wanted =
@@ -77,6 +104,7 @@ impl Gpu {
             info,
             features,
             limits,
+            shader_checks,
             pipelines: PipelineCache::default(),
         })
     }
@@ -84,7 +112,7 @@ impl Gpu {
     /// One line naming the adapter, backend and features, for logs and reports.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({:?}, {:?}, driver {} {}) f16={} subgroups={} timestamps={}",
+            "{} ({:?}, {:?}, driver {} {}) f16={} subgroups={} timestamps={}{}",
             self.info.name,
             self.info.backend,
             self.info.device_type,
@@ -92,7 +120,12 @@ impl Gpu {
             self.info.driver_info,
             self.features.shader_f16,
             self.features.subgroups,
-            self.features.timestamps
+            self.features.timestamps,
+            if self.shader_checks {
+                " shader-checks=on"
+            } else {
+                ""
+            }
         )
     }
 
@@ -151,6 +184,23 @@ impl Gpu {
                 which: "storage binding",
             });
         }
+        Ok(())
+    }
+
+    /// Waits until submission `index` has finished (native); a no-op on wasm.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<(), GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| GpuError::Device {
+                what: "waiting for a submission".into(),
+                message: e.to_string(),
+            })?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = index;
         Ok(())
     }
 

@@ -77,12 +77,24 @@ impl Gpu {
             return Ok(m.clone());
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(kernel.name),
-                source: wgpu::ShaderSource::Wgsl(kernel.source.into()),
-            });
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.name),
+            source: wgpu::ShaderSource::Wgsl(kernel.source.into()),
+        };
+        let module = if self.shader_checks {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: the unchecked module differs only in what an out-of-range access or an
+            // unbounded loop would do. onepath's kernels have neither: every loop is bounded by
+            // a uniform or constant, and every buffer index comes from a plan the host built and
+            // checked against the buffer sizes (tests run the kernels both ways and compare the
+            // bits). A caller compiling a `Kernel` of its own should open the device with
+            // `GpuOptions::shader_checks`.
+            unsafe {
+                self.device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
         if let Some(err) = scope.pop().await {
             return Err(GpuError::Shader {
                 kernel: kernel.name.to_string(),

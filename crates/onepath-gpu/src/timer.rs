@@ -50,10 +50,19 @@ impl GpuTimer {
         enc.resolve_query_set(&self.set, 0..self.passes * 2, &self.resolve, 0);
     }
 
+    /// Every timestamp, in nanoseconds after the first (start of pass 0): pass `i` began at
+    /// element `2i` and ended at `2i + 1`.
+    pub async fn read_ns(&self, gpu: &Gpu) -> Result<Vec<f64>, GpuError> {
+        let ticks: Vec<u64> = read_buffer_as(gpu, &self.resolve).await?;
+        let first = ticks[0];
+        Ok(ticks
+            .iter()
+            .map(|&t| t.saturating_sub(first) as f64 * self.period_ns)
+            .collect())
+    }
+
     /// Nanoseconds from the first timestamp (start of pass 0) to the last (end of the last pass).
     pub async fn read_total_ns(&self, gpu: &Gpu) -> Result<f64, GpuError> {
-        let ticks: Vec<u64> = read_buffer_as(gpu, &self.resolve).await?;
-        let (first, last) = (ticks[0], ticks[ticks.len() - 1]);
-        Ok(last.saturating_sub(first) as f64 * self.period_ns)
+        Ok(self.read_ns(gpu).await?.last().copied().unwrap_or(0.0))
     }
 }
