@@ -8,7 +8,8 @@ Shapes (N x K): 6144x1536, 1536x6144, 262144x1536 (Gemma 4 E2B's MLP and LM head
 (decode, the peer figure) and M = 512 (prefill, for completeness).
 Weights rotate among copies (>= 256 MiB per rotation) so the L2 cache does not flatter small
 cases, as onepath's bench does. Time: CUDA events around each of `iters` back-to-back calls
-after a 0.3 s warm-up; median. GB/s = bytes of packed weights + scales/zeros / time.
+after a 0.3 s warm-up; median (`time_us`); and `span_us`: `iters` calls replayed from a CUDA
+graph, events at the two ends, over `iters` (what onepath's headline figure measures). GB/s = bytes of packed weights + scales/zeros / time.
 Prints one JSON object (progress lines on stderr).
 Run: python3 bench/peers/torch_int4.py
 """
@@ -37,6 +38,34 @@ def pack(n, k, inner_k_tiles=8):
                                f"int32 form: {e_i32}") from e_i32
 
 
+
+def span_us(calls, iters):
+    """Per-call time from events at the two ends of `iters` back-to-back calls replayed from a
+    CUDA graph (no launch gaps: the same thing onepath's headline figure measures). Falls back
+    to plain launches if the call cannot be captured."""
+    try:
+        g = torch.cuda.CUDAGraph()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            calls()  # warm the stream before capture
+        torch.cuda.current_stream().wait_stream(s)
+        with torch.cuda.graph(g):
+            calls()
+        run, how = g.replay, "cuda_graph"
+    except Exception as e:  # report, never hide
+        print(f"graph capture failed ({e}); timing plain launches", file=sys.stderr)
+        run, how = calls, "launches"
+    run()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    run()  # keep the GPU busy up to the first timed call
+    start.record()
+    run()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1e3 / iters, how
+
 def case(n, k, m, iters=20):
     groups = k // GROUP
     wbytes = n * k // 2 + n * groups * 2 * 2  # packed codes + bf16 scales and zeros
@@ -63,8 +92,16 @@ def case(n, k, m, iters=20):
     torch.cuda.synchronize()
     times = sorted(s.elapsed_time(e) * 1e3 for s, e in ev)
     us = times[len(times) // 2]
+
+    def calls():
+        for it in range(iters):
+            w, sz = sets[it % copies]
+            mm(x, w, GROUP, sz)
+
+    span, how = span_us(calls, iters)
     return {"n": n, "k": k, "m": m, "time_us": us, "weight_bytes": wbytes, "copies": copies,
-            "effective_gb_s": wbytes / (us * 1e3), "tflop_s": 2 * m * n * k / (us * 1e6)}
+            "effective_gb_s": wbytes / (us * 1e3), "tflop_s": 2 * m * n * k / (us * 1e6),
+            "span_us": span, "span_how": how, "span_gb_s": wbytes / (span * 1e3)}
 
 
 def main():

@@ -32,8 +32,8 @@ pub fn sdpa(gpu: &Gpu, grid: &SdpaGrid, as_json: bool) -> R<ExitCode> {
              (chunk + merge passes, first to last timestamp of {iters} back-to-back calls after a 0.3 s warm-up, per call)\nwhere available;\nwall = mean wall-clock time per call over the same back-to-back submission\n"
         );
         println!(
-            "{:>5} {:>4} {:>6}  {:>11} {:>11}  {:>9}",
-            "batch", "D", "keys", "GPU (us)", "wall (us)", "GB/s"
+            "{:>5} {:>4} {:>6}  {:>11} {:>11}  {:>9}  {:>15}",
+            "batch", "D", "keys", "GPU (us)", "wall (us)", "GB/s", "chunk+merge"
         );
     }
     let mut rows = Vec::new();
@@ -58,19 +58,26 @@ pub fn sdpa(gpu: &Gpu, grid: &SdpaGrid, as_json: bool) -> R<ExitCode> {
                 let res = sdpa_case(gpu, &sdpa, &rect, iters);
                 let kv_bytes = 4.0 * rect.kv_elems() as f64;
                 match res {
-                    Ok((gpu_ns, wall_ns)) => {
+                    Ok(tm) => {
+                        let (gpu_ns, wall_ns) = (tm.gpu_ns, tm.wall_ns);
                         let t = gpu_ns.unwrap_or(wall_ns);
                         let gbs = kv_bytes / t;
+                        let pass_us: Vec<f64> = tm.pass_ns.iter().map(|x| x / 1e3).collect();
                         if !as_json {
                             let g = gpu_ns.map_or("-".into(), |x| format!("{:.1}", x / 1e3));
+                            let p = pass_us
+                                .iter()
+                                .map(|x| format!("{x:.1}"))
+                                .collect::<Vec<_>>()
+                                .join("+");
                             println!(
-                                "{batch:>5} {d:>4} {keys:>6}  {g:>11} {:>11.1}  {gbs:>9.0}",
+                                "{batch:>5} {d:>4} {keys:>6}  {g:>11} {:>11.1}  {gbs:>9.0}  {p:>15}",
                                 wall_ns / 1e3
                             );
                         }
                         rows.push(json!({"batch": batch, "head_dim": d, "keys": keys,
                             "gpu_us": gpu_ns.map(|x| x / 1e3), "wall_us": wall_ns / 1e3,
-                            "kv_bytes": kv_bytes, "effective_gb_s": gbs}));
+                            "pass_us": pass_us, "kv_bytes": kv_bytes, "effective_gb_s": gbs}));
                     }
                     Err(e) => {
                         if !as_json {
@@ -93,8 +100,8 @@ pub fn sdpa(gpu: &Gpu, grid: &SdpaGrid, as_json: bool) -> R<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Median GPU time (if timestamps exist) and median wall time per call, in ns.
-fn sdpa_case(gpu: &Gpu, sdpa: &Sdpa, rect: &Rect, iters: u32) -> R<(Option<f64>, f64)> {
+/// GPU time (if timestamps exist), wall time and per-pass time per call.
+fn sdpa_case(gpu: &Gpu, sdpa: &Sdpa, rect: &Rect, iters: u32) -> R<crate::util::Timing> {
     let d = rect.head_dim;
     let kv_bytes = (rect.kv_elems() * 2) as u64;
     let copies = (ROTATE_BYTES / (2 * kv_bytes)).clamp(1, 8) as usize;

@@ -13,6 +13,7 @@ pub fn adapter_json(gpu: &Gpu) -> Value {
         "shader_f16": gpu.features.shader_f16,
         "subgroups": gpu.features.subgroups,
         "timestamps": gpu.features.timestamps,
+        "shader_checks": gpu.shader_checks,
     })
 }
 
@@ -33,46 +34,102 @@ pub fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "NO" }
 }
 
+/// What [`time_calls`] measured.
+pub struct Timing {
+    /// GPU ns per call: from the start of the first call to the end of the last of `iters`
+    /// back-to-back calls, over `iters`, where the device has timestamps.
+    pub gpu_ns: Option<f64>,
+    /// Wall-clock ns per call over the same submission.
+    pub wall_ns: f64,
+    /// Mean GPU ns of each of a call's passes, begin to end of that pass (gaps excluded).
+    pub pass_ns: Vec<f64>,
+}
+
 /// Times `n_sets` prepared calls, rotating among them: warms the GPU up for 0.3 s of
-/// back-to-back work (with idle gaps it stays at low clocks), then submits `iters` calls back to
-/// back. `encode(enc, set, timing)` records call `set`; each call writes `passes` timer slots
-/// from the slot it is given. Returns (GPU ns per call from the first to the last timestamp,
-/// where the device has timestamps; wall-clock ns per call).
+/// back-to-back work with no idle gap (with gaps it stays at low clocks), then submits `iters`
+/// calls back to back, timestamped only at the two ends; then `iters` more with every pass
+/// timestamped, for the per-pass breakdown. `encode(enc, set, timing)` records call `set`; given
+/// `Some((timer, slot))` it timestamps its `passes` passes from `slot`.
 pub fn time_calls(
     gpu: &Gpu,
     n_sets: usize,
     passes: u32,
     iters: u32,
     encode: impl Fn(&mut onepath_gpu::wgpu::CommandEncoder, usize, Option<(&GpuTimer, u32)>),
-) -> Result<(Option<f64>, f64), onepath_gpu::GpuError> {
-    let warm = Instant::now();
-    while warm.elapsed().as_millis() < 300 {
+) -> Result<Timing, onepath_gpu::GpuError> {
+    // Warm-up: submissions of `iters` calls, the next one queued before waiting for the one
+    // before, so the GPU never idles (PyTorch's peer warm-up launches back to back too).
+    let submit_batch = || {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        for set in 0..n_sets {
-            encode(&mut enc, set, None);
+        for it in 0..(iters as usize).max(n_sets) {
+            encode(&mut enc, it % n_sets, None);
         }
-        gpu.queue.submit([enc.finish()]);
-        gpu.wait_idle()?;
+        gpu.queue.submit([enc.finish()])
+    };
+    let warm = Instant::now();
+    let mut in_flight = submit_batch();
+    while warm.elapsed().as_millis() < 300 {
+        let next = submit_batch();
+        gpu.wait_for(in_flight)?;
+        in_flight = next;
     }
-    let timer = GpuTimer::new(gpu, passes * iters);
+
+    // Headline: timestamps only on the first and last call (per-pass timestamps add their own
+    // gaps), submitted behind a warm batch so the GPU goes straight from one to the other.
+    let span = GpuTimer::new(gpu, 2 * passes);
     let mut enc = gpu.device.create_command_encoder(&Default::default());
     for it in 0..iters {
-        encode(
-            &mut enc,
-            it as usize % n_sets,
-            timer.as_ref().map(|t| (t, it * passes)),
-        );
+        let slot = if it == 0 {
+            Some(0)
+        } else if it == iters - 1 {
+            Some(passes)
+        } else {
+            None
+        };
+        let timing = span.as_ref().zip(slot);
+        encode(&mut enc, it as usize % n_sets, timing);
     }
-    if let Some(t) = &timer {
+    if let Some(t) = &span {
         t.resolve(&mut enc);
     }
+    gpu.wait_for(in_flight)?;
     let t0 = Instant::now();
     gpu.queue.submit([enc.finish()]);
     gpu.wait_idle()?;
     let wall = t0.elapsed().as_nanos() as f64 / f64::from(iters);
-    let gpu_ns = match &timer {
-        Some(t) => Some(pollster::block_on(t.read_total_ns(gpu))? / f64::from(iters)),
-        None => None,
+    let (Some(span), true) = (span, iters > 1) else {
+        return Ok(Timing {
+            gpu_ns: None,
+            wall_ns: wall,
+            pass_ns: Vec::new(),
+        });
     };
-    Ok((gpu_ns, wall))
+    let gpu_ns = pollster::block_on(span.read_total_ns(gpu))? / f64::from(iters);
+
+    // Breakdown: every pass timed, begin to end (gaps between passes excluded).
+    let timer = GpuTimer::new(gpu, passes * iters);
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    for it in 0..iters {
+        let timing = timer.as_ref().map(|t| (t, it * passes));
+        encode(&mut enc, it as usize % n_sets, timing);
+    }
+    let in_flight = submit_batch();
+    if let Some(t) = &timer {
+        t.resolve(&mut enc);
+    }
+    gpu.queue.submit([enc.finish()]);
+    gpu.wait_for(in_flight)?;
+    gpu.wait_idle()?;
+    let mut pass_ns = vec![0.0; passes as usize];
+    if let Some(t) = &timer {
+        let ts = pollster::block_on(t.read_ns(gpu))?;
+        for (i, p) in ts.chunks_exact(2).enumerate() {
+            pass_ns[i % passes as usize] += (p[1] - p[0]) / f64::from(iters);
+        }
+    }
+    Ok(Timing {
+        gpu_ns: Some(gpu_ns),
+        wall_ns: wall,
+        pass_ns,
+    })
 }
