@@ -32,8 +32,8 @@ pub fn sdpa(gpu: &Gpu, grid: &SdpaGrid, as_json: bool) -> R<ExitCode> {
              (chunk + merge passes, first to last timestamp of {iters} back-to-back calls after a 0.3 s warm-up, per call)\nwhere available;\nwall = mean wall-clock time per call over the same back-to-back submission\n"
         );
         println!(
-            "{:>5} {:>4} {:>6}  {:>11} {:>11}  {:>9}  {:>15}",
-            "batch", "D", "keys", "GPU (us)", "wall (us)", "GB/s", "chunk+merge"
+            "{:>5} {:>4} {:>6}  {:>11} {:>11}  {:>9}  {:>15}  {:>11}",
+            "batch", "D", "keys", "GPU (us)", "wall (us)", "GB/s", "chunk+merge", "1-pass (us)"
         );
     }
     let mut rows = Vec::new();
@@ -70,14 +70,18 @@ pub fn sdpa(gpu: &Gpu, grid: &SdpaGrid, as_json: bool) -> R<ExitCode> {
                                 .map(|x| format!("{x:.1}"))
                                 .collect::<Vec<_>>()
                                 .join("+");
+                            let one = tm
+                                .one_pass_ns
+                                .map_or("-".into(), |x| format!("{:.1}", x / 1e3));
                             println!(
-                                "{batch:>5} {d:>4} {keys:>6}  {g:>11} {:>11.1}  {gbs:>9.0}  {p:>15}",
+                                "{batch:>5} {d:>4} {keys:>6}  {g:>11} {:>11.1}  {gbs:>9.0}  {p:>15}  {one:>11}",
                                 wall_ns / 1e3
                             );
                         }
                         rows.push(json!({"batch": batch, "head_dim": d, "keys": keys,
                             "gpu_us": gpu_ns.map(|x| x / 1e3), "wall_us": wall_ns / 1e3,
-                            "pass_us": pass_us, "kv_bytes": kv_bytes, "effective_gb_s": gbs}));
+                            "pass_us": pass_us,
+                            "one_pass_us": tm.one_pass_ns.map(|x| x / 1e3), "kv_bytes": kv_bytes, "effective_gb_s": gbs}));
                     }
                     Err(e) => {
                         if !as_json {
@@ -128,11 +132,10 @@ fn sdpa_case(gpu: &Gpu, sdpa: &Sdpa, rect: &Rect, iters: u32) -> R<crate::util::
         sets.push((p, k, v, c));
     }
     let per = sets[0].0.n_passes();
-    Ok(crate::util::time_calls(
-        gpu,
-        sets.len(),
-        per,
-        iters,
-        |enc, i, timing| sets[i].0.encode(enc, timing),
-    )?)
+    let mut t = crate::util::time_calls(gpu, sets.len(), per, iters, |enc, i, timing| {
+        sets[i].0.encode(enc, timing)
+    })?;
+    t.one_pass_ns =
+        crate::util::time_one_pass(gpu, sets.len(), iters, |pass, i| sets[i].0.dispatch(pass))?;
+    Ok(t)
 }

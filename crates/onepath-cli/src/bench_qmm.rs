@@ -74,6 +74,8 @@ struct Timing {
     wall_ns: f64,
     /// GPU ns inside the pass (begin to end), gaps between calls excluded.
     pass_ns: Option<f64>,
+    /// GPU ns per call with all calls in one compute pass.
+    one_pass_ns: Option<f64>,
     copies: usize,
 }
 
@@ -105,7 +107,10 @@ fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32) -> R<Timing> 
     let t = crate::util::time_calls(gpu, copies, 1, iters, |enc, i, timing| {
         prepared[i].encode(enc, timing)
     })?;
+    let one_pass_ns =
+        crate::util::time_one_pass(gpu, copies, iters, |pass, i| prepared[i].dispatch(pass))?;
     Ok(Timing {
+        one_pass_ns,
         gpu_ns: t.gpu_ns,
         wall_ns: t.wall_ns,
         pass_ns: t.pass_ns.first().copied(),
@@ -123,8 +128,8 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
              timestamps (first to last of {iters} back-to-back calls after a 0.3 s warm-up, per call)\nwhere available, else wall clock\n"
         );
         println!(
-            "{:>14} {:>5} {:>11} {:>11} {:>9} {:>9} {:>10}",
-            "N x K", "M", "time (us)", "wall (us)", "GB/s", "TFLOP/s", "in-pass us"
+            "{:>14} {:>5} {:>11} {:>11} {:>9} {:>9} {:>10} {:>11}",
+            "N x K", "M", "time (us)", "wall (us)", "GB/s", "TFLOP/s", "in-pass us", "1-pass (us)"
         );
     }
     let mut rows = Vec::new();
@@ -151,16 +156,19 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
                     if !as_json {
                         let g = t.gpu_ns.map_or("-".into(), |x| format!("{:.1}", x / 1e3));
                         println!(
-                            "{shape:>14} {m:>5} {g:>11} {:>11.1} {:>9} {:>9} {:>10}",
+                            "{shape:>14} {m:>5} {g:>11} {:>11.1} {:>9} {:>9} {:>10} {:>11}",
                             t.wall_ns / 1e3,
                             sig3(gbs),
                             sig3(tflops),
-                            t.pass_ns.map_or("-".into(), |x| format!("{:.1}", x / 1e3))
+                            t.pass_ns.map_or("-".into(), |x| format!("{:.1}", x / 1e3)),
+                            t.one_pass_ns
+                                .map_or("-".into(), |x| format!("{:.1}", x / 1e3))
                         );
                     }
                     rows.push(json!({"n": n, "k": k, "m": m,
                         "gpu_us": t.gpu_ns.map(|x| x / 1e3), "wall_us": t.wall_ns / 1e3,
-                        "pass_us": t.pass_ns.map(|x| x / 1e3), "weight_bytes": wbytes, "effective_gb_s": gbs, "tflop_s": tflops,
+                        "pass_us": t.pass_ns.map(|x| x / 1e3),
+                        "one_pass_us": t.one_pass_ns.map(|x| x / 1e3), "weight_bytes": wbytes, "effective_gb_s": gbs, "tflop_s": tflops,
                         "weight_copies": t.copies}));
                 }
                 Err(e) => {

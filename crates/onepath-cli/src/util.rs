@@ -43,6 +43,9 @@ pub struct Timing {
     pub wall_ns: f64,
     /// Mean GPU ns of each of a call's passes, begin to end of that pass (gaps excluded).
     pub pass_ns: Vec<f64>,
+    /// GPU ns per call with every call's dispatches in one compute pass ([`time_one_pass`]),
+    /// where the caller measured it.
+    pub one_pass_ns: Option<f64>,
 }
 
 /// Times `n_sets` prepared calls, rotating among them: warms the GPU up for 0.3 s of
@@ -102,6 +105,7 @@ pub fn time_calls(
             gpu_ns: None,
             wall_ns: wall,
             pass_ns: Vec::new(),
+            one_pass_ns: None,
         });
     };
     let gpu_ns = pollster::block_on(span.read_total_ns(gpu))? / f64::from(iters);
@@ -131,5 +135,43 @@ pub fn time_calls(
         gpu_ns: Some(gpu_ns),
         wall_ns: wall,
         pass_ns,
+        one_pass_ns: None,
     })
+}
+
+/// Per-call GPU ns of `iters` calls recorded into one compute pass, timestamped at the pass's
+/// two ends (after a short warm-up in the same form), or `None` without timestamps. This is how
+/// a model's decode step encodes its ops: one pass, no per-pass overhead.
+pub fn time_one_pass(
+    gpu: &Gpu,
+    n_sets: usize,
+    iters: u32,
+    dispatch: impl Fn(&mut onepath_gpu::wgpu::ComputePass<'_>, usize),
+) -> Result<Option<f64>, onepath_gpu::GpuError> {
+    let Some(timer) = GpuTimer::new(gpu, 1) else {
+        return Ok(None);
+    };
+    let record = |timed: bool| {
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&onepath_gpu::wgpu::ComputePassDescriptor {
+                label: Some("one pass"),
+                timestamp_writes: timed.then(|| timer.writes(0)),
+            });
+            for it in 0..(iters as usize).max(n_sets) {
+                dispatch(&mut pass, it % n_sets);
+            }
+        }
+        if timed {
+            timer.resolve(&mut enc);
+        }
+        enc.finish()
+    };
+    let warm = gpu.queue.submit([record(false)]);
+    let timed = record(true);
+    gpu.wait_for(warm)?;
+    gpu.queue.submit([timed]);
+    gpu.wait_idle()?;
+    let calls = (iters as usize).max(n_sets) as f64;
+    Ok(Some(pollster::block_on(timer.read_total_ns(gpu))? / calls))
 }

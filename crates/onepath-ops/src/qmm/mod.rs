@@ -130,6 +130,12 @@ impl PreparedMatmul {
             label: Some("matmul"),
             timestamp_writes: timing.map(|(t, slot)| t.writes(slot)),
         });
+        self.dispatch(&mut pass);
+    }
+
+    /// Records the call's dispatches into an open compute pass (several ops in one pass cost
+    /// less than a pass each; wgpu still orders dependent dispatches).
+    pub fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         for (bg, [x, y, z]) in &self.dispatches {
             pass.set_bind_group(0, bg, &[]);

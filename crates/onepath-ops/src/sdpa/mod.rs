@@ -247,6 +247,26 @@ impl PreparedSdpa {
     }
 }
 
+impl PreparedSdpa {
+    /// Records every wave's chunk and merge dispatches into an open compute pass (several ops
+    /// in one pass cost less than a pass each; wgpu orders the merge after its chunk pass).
+    pub fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for w in &self.passes {
+            pass.set_pipeline(&self.chunk);
+            pass.set_bind_group(0, &w.chunk_bg, &[]);
+            if w.chunk_grid.0 > 0 {
+                pass.dispatch_workgroups(w.chunk_grid.0, w.chunk_grid.1, 1);
+            }
+            pass.set_pipeline(&self.merge);
+            pass.set_bind_group(0, &w.merge_bg, &[]);
+            let (x, y, z) = w.merge_grid;
+            if y > 0 {
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+    }
+}
+
 /// Splits `n` workgroups into a 2-D grid within WebGPU's 65535-per-dimension limit.
 fn grid(n: u32) -> (u32, u32) {
     const MAX: u32 = 65535;
