@@ -65,7 +65,7 @@ fn override_values(name: &str) -> Vec<f64> {
             .iter()
             .map(|&d| d as f64)
             .collect(),
-        "KV_F16" => vec![0.0, 1.0],
+        "KV_F16" | "MIXED" => vec![0.0, 1.0],
         _ => vec![],
     }
 }
@@ -228,6 +228,11 @@ fn chunk_and_group_constants_match_the_planner() {
         const_u32(&module, "ROWS") as usize,
         onepath::ops::sdpa::GROUP_ROWS,
         "ROWS"
+    );
+    assert_eq!(
+        const_u32(&module, "GROUP_WORDS") as usize,
+        onepath::ops::sdpa::GROUP_WORDS,
+        "GROUP_WORDS"
     );
 }
 

@@ -17,16 +17,24 @@
 
 override D: u32 = 256u;          // head_dim: 64, 128, 256 or 512
 override KV_F16: bool = true;    // K/V storage: packed f16 pairs (true) or f32 (false)
+// The host runs groups whose rows all attend one shared span with MIXED = false, the others
+// with MIXED = true: the first compiles without the per-key set tests (far fewer registers, so
+// more workgroups in flight). Both give the same bits for such a group.
+override MIXED: bool = true;
 
 const CHUNK: u32 = 256u;         // keys per chunk: fixed forever, part of the numerical contract
 const ROWS: u32 = 8u;            // query rows per workgroup (e.g. 8 query heads sharing a KV head)
 const WG: u32 = 256u;            // invocations (WebGPU's default maximum)
 const NONE: u32 = 0xffffffffu;
+const GROUP_WORDS: u32 = 40u;    // words of a group record in `plan`
 const LOWEST: f32 = -3.4028235e38;
 // vec4 offsets inside the workgroup union `u` for the small per-chunk values.
-const RED: u32 = 512u;           // 256 + 64 partial maxima or sums (vec4: rows 0-3 | 4-7)
-const RMAX: u32 = 832u;          // row maxima, 2 vec4
-const RSUM: u32 = 834u;          // row probability sums, 2 vec4
+const RED: u32 = 0u;             // 256 + 64 partial maxima or sums (vec4: rows 0-3 | 4-7)
+const RMAX: u32 = 320u;          // row maxima, 2 vec4
+const RSUM: u32 = 322u;          // row probability sums, 2 vec4
+// Size of the workgroup union in vec4: q needs 2 D, the per-chunk [key][row] values 512. At
+// D <= 256 that is 8 KiB, so the driver can keep more workgroups resident per multiprocessor.
+override U_LEN: u32 = max(2u * D, 512u);
 
 struct Params {
     kv_stride: u32,     // elements between consecutive keys of one (sequence, head)
@@ -39,8 +47,9 @@ struct Params {
     softcap: f32,       // <= 0: no soft-cap
 }
 
-// plan, group record (at 24 * g): key_base, lo, n_rows, max_hi, same (1: every row attends one
-//   shared span), 0, 0, 0, row ids [8], q offsets [8]
+// plan, group record (at GROUP_WORDS * g): key_base, lo, n_rows, max_hi, same (1: every row
+//   attends one shared span), 0, 0, 0, row ids [8], q offsets [8], partial base [8] (first
+//   partial of the row in slot r), chunk count [8]
 // plan, row record (at rows_off + 8 * r): q_off, hi, dense_off, part_base, n_chunks, out_off, lo, 0
 // plan, item (at items_off + 2 * i): group, chunk
 @group(0) @binding(0) var<uniform> prm: Params;
@@ -50,13 +59,15 @@ struct Params {
 @group(0) @binding(4) var<storage, read> plan: array<u32>;
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 
-// One 16 KiB union (WebGPU's default limit), reused phase by phase:
+// One union of U_LEN vec4 (8 KiB up to D = 256, 16 KiB at D = 512: WebGPU's default limit),
+// reused phase by phase:
 //   phase 0-1: q transposed, [d][rows 0-3 | rows 4-7] (2 vec4 per d);
-//   phase 2: scores [key][rows 0-3 | 4-7] (512 vec4), partial maxima at RED, row maxima at RMAX;
-//   phase 3-4: probabilities [key][rows 0-3 | 4-7] (-1 marks a key outside the row's set),
-//     partial sums at RED, row sums at RSUM;
+//   phase 2: scores [key][rows 0-3 | 4-7] (512 vec4); the max tree then overwrites them with
+//     partial maxima (RED) and the row maxima (RMAX);
+//   phase 3-4: values [key][rows 0-3 | 4-7] for the sum tree (then partial sums at RED, row
+//     sums at RSUM), then the probabilities (-1 marks a key outside the row's set);
 //   phase 5: split partials [pair][x_a, x_b, y_a, y_b].
-var<workgroup> u: array<vec4<f32>, 1024>;
+var<workgroup> u: array<vec4<f32>, U_LEN>;
 
 fn in_set(row: u32, j: u32, lo: u32) -> bool {
     let hi = plan[prm.rows_off + 8u * row + 1u];
@@ -234,18 +245,28 @@ fn reduce_rows(t: u32, is_max: bool, dst: u32) {
     workgroupBarrier();
 }
 
+// Thread r < n_rows writes word `which` (0: max, 1: sum) of row r's partial record for this
+// chunk from u[at] (rows 0-3) / u[at + 1] (rows 4-7).
+fn write_stat(t: u32, g: u32, nr: u32, chunk: u32, which: u32, at: u32) {
+    if (t < nr && chunk < plan[g + 32u + t]) {
+        let c = t % 4u;
+        let x = select(u[at + 1u][c], u[at][c], t < 4u);
+        partials[(plan[g + 24u + t] + chunk) * (D + 4u) + which] = x;
+    }
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let item = wid.x + wid.y * prm.grid_x;
     let live = item < prm.n_items;
     let it = select(0u, item, live);
-    let g = 24u * plan[prm.items_off + 2u * it];
+    let g = GROUP_WORDS * plan[prm.items_off + 2u * it];
     let chunk = plan[prm.items_off + 2u * it + 1u];
     let key_base = plan[g];
     let lo = plan[g + 1u];
     let nr = select(0u, plan[g + 2u], live);
     let max_hi = plan[g + 3u];
-    let same = plan[g + 4u] == 1u;
+    let same = !MIXED;
     let start = lo + chunk * CHUNK;
 
     // Phase 0: q of the group's rows into u, transposed (zeros for absent rows).
@@ -289,13 +310,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     reduce_rows(t, true, RMAX);
 
     // Phase 3: probabilities [key][row]; -1 marks a key outside the row's set. Their per-row
-    // sums use the same fixed tree, with keys outside the set contributing exactly 0.
+    // sums use the same fixed tree, with keys outside the set contributing exactly 0. The
+    // row maxima and sums live inside the [key][row] area, so each is read (and written to the
+    // row's partial record) before a barrier lets the next values overwrite it.
     let e_a = exp(s_a - u[RMAX]);
     let e_b = exp(s_b - u[RMAX + 1u]);
+    write_stat(t, g, nr, chunk, 0u, RMAX);
+    workgroupBarrier();
     u[2u * t] = select(vec4<f32>(0.0), e_a, va);
     u[2u * t + 1u] = select(vec4<f32>(0.0), e_b, vb);
     workgroupBarrier();
     reduce_rows(t, false, RSUM);
+    write_stat(t, g, nr, chunk, 1u, RSUM);
+    workgroupBarrier();
     u[2u * t] = select(vec4<f32>(-1.0), e_a, va);
     u[2u * t + 1u] = select(vec4<f32>(-1.0), e_b, vb);
     workgroupBarrier();
@@ -371,24 +398,51 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier();
     }
 
-    // Phase 6: write the partials (max, sum, acc) of rows that have this chunk.
+    // Phase 6: write the acc part of the partials of rows that have this chunk (max and sum
+    // were written in phase 3).
+    // Unrolled with constant components: a loop indexing pv by row costs registers.
     if (sp == 0u) {
         let stride = D + 4u;
-        for (var r = 0u; r < ROWS; r++) {
-            if (r < nr) {
-                let rec = prm.rows_off + 8u * plan[g + 8u + r];
-                if (chunk < plan[rec + 4u]) {
-                    let base = (plan[rec + 3u] + chunk) * stride;
-                    let lo4 = r < 4u;
-                    let c = r % 4u;
-                    partials[base + 4u + 2u * pair] = select(pv.xb[c], pv.xa[c], lo4);
-                    partials[base + 5u + 2u * pair] = select(pv.yb[c], pv.ya[c], lo4);
-                    if (pair == 0u) {
-                        partials[base] = select(u[RMAX + 1u][c], u[RMAX][c], lo4);
-                        partials[base + 1u] = select(u[RSUM + 1u][c], u[RSUM][c], lo4);
-                    }
-                }
-            }
+        let o = 4u + 2u * pair;
+        if (0u < nr && chunk < plan[g + 32u]) {
+            let base = (plan[g + 24u] + chunk) * stride + o;
+            partials[base] = pv.xa.x;
+            partials[base + 1u] = pv.ya.x;
+        }
+        if (1u < nr && chunk < plan[g + 33u]) {
+            let base = (plan[g + 25u] + chunk) * stride + o;
+            partials[base] = pv.xa.y;
+            partials[base + 1u] = pv.ya.y;
+        }
+        if (2u < nr && chunk < plan[g + 34u]) {
+            let base = (plan[g + 26u] + chunk) * stride + o;
+            partials[base] = pv.xa.z;
+            partials[base + 1u] = pv.ya.z;
+        }
+        if (3u < nr && chunk < plan[g + 35u]) {
+            let base = (plan[g + 27u] + chunk) * stride + o;
+            partials[base] = pv.xa.w;
+            partials[base + 1u] = pv.ya.w;
+        }
+        if (4u < nr && chunk < plan[g + 36u]) {
+            let base = (plan[g + 28u] + chunk) * stride + o;
+            partials[base] = pv.xb.x;
+            partials[base + 1u] = pv.yb.x;
+        }
+        if (5u < nr && chunk < plan[g + 37u]) {
+            let base = (plan[g + 29u] + chunk) * stride + o;
+            partials[base] = pv.xb.y;
+            partials[base + 1u] = pv.yb.y;
+        }
+        if (6u < nr && chunk < plan[g + 38u]) {
+            let base = (plan[g + 30u] + chunk) * stride + o;
+            partials[base] = pv.xb.z;
+            partials[base + 1u] = pv.yb.z;
+        }
+        if (7u < nr && chunk < plan[g + 39u]) {
+            let base = (plan[g + 31u] + chunk) * stride + o;
+            partials[base] = pv.xb.w;
+            partials[base + 1u] = pv.yb.w;
         }
     }
 }

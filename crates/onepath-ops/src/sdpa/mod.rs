@@ -16,7 +16,7 @@ mod plan;
 mod rect;
 
 pub use host::KvData;
-pub use plan::{CHUNK, GROUP_ROWS, RowSpec, Wave, n_chunks, plan_rows};
+pub use plan::{CHUNK, GROUP_ROWS, GROUP_WORDS, RowSpec, Wave, n_chunks, plan_rows};
 pub use rect::{Rect, rect_rows};
 
 use crate::{OpError, kernels};
@@ -54,10 +54,13 @@ pub struct SdpaConfig {
 /// Head dims the kernel is written for (its P.V split needs `512 / head_dim` to be whole).
 pub const HEAD_DIMS: [usize; 4] = [64, 128, 256, 512];
 
-/// The compiled pipelines for one [`SdpaConfig`] on one device.
+/// The compiled pipelines for one [`SdpaConfig`] on one device: the chunk kernel twice (for
+/// groups whose rows share one span, and for the rest; the first needs far fewer registers,
+/// the arithmetic is the same) and the merge.
 pub struct Sdpa {
     pub config: SdpaConfig,
-    chunk: Arc<wgpu::ComputePipeline>,
+    chunk_same: Arc<wgpu::ComputePipeline>,
+    chunk_mixed: Arc<wgpu::ComputePipeline>,
     merge: Arc<wgpu::ComputePipeline>,
 }
 
@@ -89,13 +92,16 @@ impl Sdpa {
         } else {
             0.0
         };
-        let chunk = gpu
-            .pipeline(&kernels::SDPA_CHUNK, &[("D", d), ("KV_F16", f16)])
-            .await?;
+        let kernel = &kernels::SDPA_CHUNK;
+        let same = [("D", d), ("KV_F16", f16), ("MIXED", 0.0)];
+        let mixed = [("D", d), ("KV_F16", f16), ("MIXED", 1.0)];
+        let chunk_same = gpu.pipeline(kernel, &same).await?;
+        let chunk_mixed = gpu.pipeline(kernel, &mixed).await?;
         let merge = gpu.pipeline(&kernels::SDPA_MERGE, &[("D", d)]).await?;
         Ok(Sdpa {
             config,
-            chunk,
+            chunk_same,
+            chunk_mixed,
             merge,
         })
     }
@@ -128,22 +134,40 @@ impl Sdpa {
         for w in &waves {
             let plan = gpu.storage_from("sdpa plan", bytemuck::cast_slice(&w.plan))?;
             let partials = gpu.storage("sdpa partials", u64::from(w.n_partials.max(1)) * record)?;
-            let (gx, gy) = grid(w.n_items);
-            let cp = ChunkParams {
-                kv_stride,
-                n_items: w.n_items,
-                rows_off: w.rows_off,
-                items_off: w.items_off,
-                bits_off: w.bits_off,
-                grid_x: gx,
-                scale: self.config.scale,
-                softcap: self.config.softcap.unwrap_or(0.0),
-            };
-            let cu = gpu.uniform_from("sdpa chunk params", bytemuck::bytes_of(&cp));
-            let chunk_bg = gpu.bind(
-                &self.chunk,
-                &[&cu, bufs.q, bufs.k, bufs.v, &plan, &partials],
-            );
+            // Items 0..n_same_items run through the `same` kernel, the rest through the
+            // `mixed` one: two dispatches in the chunk pass, each with its own item range.
+            let mut chunks = Vec::new();
+            for (pipeline, first, count) in [
+                (&self.chunk_same, 0, w.n_same_items),
+                (
+                    &self.chunk_mixed,
+                    w.n_same_items,
+                    w.n_items - w.n_same_items,
+                ),
+            ] {
+                if count == 0 {
+                    continue;
+                }
+                let (gx, gy) = grid(count);
+                let cp = ChunkParams {
+                    kv_stride,
+                    n_items: count,
+                    rows_off: w.rows_off,
+                    items_off: w.items_off + 2 * first,
+                    bits_off: w.bits_off,
+                    grid_x: gx,
+                    scale: self.config.scale,
+                    softcap: self.config.softcap.unwrap_or(0.0),
+                };
+                let cu = gpu.uniform_from("sdpa chunk params", bytemuck::bytes_of(&cp));
+                let bg = gpu.bind(pipeline, &[&cu, bufs.q, bufs.k, bufs.v, &plan, &partials]);
+                chunks.push(ChunkDispatch {
+                    pipeline: pipeline.clone(),
+                    bind: bg,
+                    grid: (gx, gy),
+                    _params: cu,
+                });
+            }
             let (my, mz) = grid(w.n_rows);
             let mp = MergeParams {
                 n_rows: w.n_rows,
@@ -154,15 +178,13 @@ impl Sdpa {
             let mu = gpu.uniform_from("sdpa merge params", bytemuck::bytes_of(&mp));
             let merge_bg = gpu.bind(&self.merge, &[&mu, &plan, &partials, bufs.out]);
             passes.push(WavePass {
-                chunk_bg,
-                chunk_grid: (gx, gy),
+                chunks,
                 merge_bg,
                 merge_grid: (d.div_ceil(64), my, mz),
-                _keep: [plan, partials, cu, mu],
+                _keep: [plan, partials, mu],
             });
         }
         Ok(PreparedSdpa {
-            chunk: self.chunk.clone(),
             merge: self.merge.clone(),
             passes,
         })
@@ -196,17 +218,30 @@ pub struct SdpaBuffers<'a> {
 
 /// A planned, bound call, ready to encode.
 pub struct PreparedSdpa {
-    chunk: Arc<wgpu::ComputePipeline>,
     merge: Arc<wgpu::ComputePipeline>,
     passes: Vec<WavePass>,
 }
 
+struct ChunkDispatch {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind: wgpu::BindGroup,
+    grid: (u32, u32),
+    _params: wgpu::Buffer,
+}
+
+impl ChunkDispatch {
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind, &[]);
+        pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
+    }
+}
+
 struct WavePass {
-    chunk_bg: wgpu::BindGroup,
-    chunk_grid: (u32, u32),
+    chunks: Vec<ChunkDispatch>,
     merge_bg: wgpu::BindGroup,
     merge_grid: (u32, u32, u32),
-    _keep: [wgpu::Buffer; 4],
+    _keep: [wgpu::Buffer; 3],
 }
 
 impl PreparedSdpa {
@@ -227,10 +262,8 @@ impl PreparedSdpa {
                     label: Some("sdpa chunk"),
                     timestamp_writes: timer.map(|t| t.writes(i)),
                 });
-                pass.set_pipeline(&self.chunk);
-                pass.set_bind_group(0, &w.chunk_bg, &[]);
-                if w.chunk_grid.0 > 0 {
-                    pass.dispatch_workgroups(w.chunk_grid.0, w.chunk_grid.1, 1);
+                for c in &w.chunks {
+                    c.record(&mut pass);
                 }
             }
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -252,10 +285,8 @@ impl PreparedSdpa {
     /// in one pass cost less than a pass each; wgpu orders the merge after its chunk pass).
     pub fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>) {
         for w in &self.passes {
-            pass.set_pipeline(&self.chunk);
-            pass.set_bind_group(0, &w.chunk_bg, &[]);
-            if w.chunk_grid.0 > 0 {
-                pass.dispatch_workgroups(w.chunk_grid.0, w.chunk_grid.1, 1);
+            for c in &w.chunks {
+                c.record(pass);
             }
             pass.set_pipeline(&self.merge);
             pass.set_bind_group(0, &w.merge_bg, &[]);

@@ -14,7 +14,8 @@ pub const CHUNK: u32 = 256;
 /// Query rows one workgroup serves (a whole 8:1 GQA group of query heads).
 pub const GROUP_ROWS: usize = 8;
 
-const GROUP_WORDS: usize = 24;
+/// Words of a group record; must equal `GROUP_WORDS` in `wgsl/sdpa_chunk.wgsl` (a test checks).
+pub const GROUP_WORDS: usize = 40;
 const ROW_WORDS: usize = 8;
 const NONE: u32 = u32::MAX;
 
@@ -41,6 +42,10 @@ pub struct Wave {
     pub bits_off: u32,
     pub n_rows: u32,
     pub n_items: u32,
+    /// Items `0..n_same_items` belong to groups whose rows all attend one shared span; they
+    /// come first, so they can run through the kernel compiled for that case (fewer
+    /// registers). The arithmetic is the same either way.
+    pub n_same_items: u32,
     /// Number of (row, chunk) partials this wave writes.
     pub n_partials: u32,
 }
@@ -115,18 +120,20 @@ fn plan_wave(rows: &[RowSpec]) -> Result<Wave, OpError> {
     let bits_off = items_off + 2 * n_items;
     let mut plan = vec![0u32; bits_off];
 
-    // Group record: key_base, lo, n_rows, max_hi, same, 0, 0, 0, row ids [8], q offsets [8].
+    // Group record: key_base, lo, n_rows, max_hi, same, 0, 0, 0, row ids [8], q offsets [8],
+    // partial base [8], chunk count [8] (the last two per row slot, filled below).
     // `same` = 1 when every row attends exactly one shared span: the kernel's P.V loop then
     // needs no per-key test.
+    let mut same = vec![false; groups.len()];
     for (gi, g) in groups.iter().enumerate() {
         let first = &rows[g[0]];
-        let same = first.keys.is_span() && g.iter().all(|&i| rows[i].keys == first.keys);
+        same[gi] = first.keys.is_span() && g.iter().all(|&i| rows[i].keys == first.keys);
         let rec = &mut plan[gi * GROUP_WORDS..(gi + 1) * GROUP_WORDS];
         rec[0] = first.kv_base;
         rec[1] = first.keys.lo();
         rec[2] = g.len() as u32;
         rec[3] = g.iter().map(|&i| rows[i].keys.hi()).max().unwrap_or(0);
-        rec[4] = u32::from(same);
+        rec[4] = u32::from(same[gi]);
         for (slot, &i) in g.iter().enumerate() {
             rec[8 + slot] = i as u32;
             rec[16 + slot] = rows[i].q_off;
@@ -163,18 +170,35 @@ fn plan_wave(rows: &[RowSpec]) -> Result<Wave, OpError> {
             .checked_add(n)
             .ok_or_else(|| OpError::TooBig("the number of partials".into()))?;
     }
-
-    let mut w = items_off;
     for (gi, g) in groups.iter().enumerate() {
-        let chunks = g
-            .iter()
-            .map(|&i| n_chunks(&rows[i].keys))
-            .max()
-            .unwrap_or(0);
-        for c in 0..chunks {
-            plan[w] = gi as u32;
-            plan[w + 1] = c;
-            w += 2;
+        for (slot, &i) in g.iter().enumerate() {
+            let row = rows_off + i * ROW_WORDS;
+            plan[gi * GROUP_WORDS + 24 + slot] = plan[row + 3];
+            plan[gi * GROUP_WORDS + 32 + slot] = plan[row + 4];
+        }
+    }
+
+    // Items of `same` groups first (see `Wave::n_same_items`), each group's chunks in order.
+    let mut w = items_off;
+    let mut n_same_items = 0u32;
+    for want_same in [true, false] {
+        for (gi, g) in groups.iter().enumerate() {
+            if same[gi] != want_same {
+                continue;
+            }
+            let chunks = g
+                .iter()
+                .map(|&i| n_chunks(&rows[i].keys))
+                .max()
+                .unwrap_or(0);
+            for c in 0..chunks {
+                plan[w] = gi as u32;
+                plan[w + 1] = c;
+                w += 2;
+            }
+            if want_same {
+                n_same_items += chunks;
+            }
         }
     }
     plan.extend_from_slice(&bits);
@@ -188,6 +212,7 @@ fn plan_wave(rows: &[RowSpec]) -> Result<Wave, OpError> {
         bits_off: bits_off as u32,
         n_rows: rows.len() as u32,
         n_items: n_items as u32,
+        n_same_items,
         n_partials: part,
     })
 }
@@ -243,6 +268,37 @@ mod tests {
         assert_eq!(w.rows_off as usize, 3 * GROUP_WORDS);
         let empty = w.rows_off as usize + 2 * ROW_WORDS;
         assert_eq!(w.plan[empty + 4], 0, "an empty row has no chunk");
+    }
+
+    #[test]
+    fn same_span_groups_come_first_and_carry_their_rows_partials() {
+        // Group 0: two rows with different spans (mixed); group 1: one shared span.
+        let rows = vec![
+            row(0, 0, 300),
+            row(0, 0, 600),
+            row(64, 0, 520),
+            row(64, 0, 520),
+        ];
+        let w = &plan_rows(&rows, 64, u64::MAX).unwrap()[0];
+        assert_eq!(w.plan[4], 0, "group 0 is mixed");
+        assert_eq!(w.plan[GROUP_WORDS + 4], 1, "group 1 attends one span");
+        assert_eq!(w.n_items, 3 + 3);
+        assert_eq!(w.n_same_items, 3);
+        let items: Vec<(u32, u32)> = (0..w.n_items as usize)
+            .map(|i| {
+                let at = w.items_off as usize + 2 * i;
+                (w.plan[at], w.plan[at + 1])
+            })
+            .collect();
+        assert_eq!(items, [(1, 0), (1, 1), (1, 2), (0, 0), (0, 1), (0, 2)]);
+        // Partial base and chunk count per row slot mirror the row records.
+        for (gi, ids) in [(0usize, [0usize, 1]), (1, [2, 3])] {
+            for (slot, i) in ids.into_iter().enumerate() {
+                let row = w.rows_off as usize + i * ROW_WORDS;
+                assert_eq!(w.plan[gi * GROUP_WORDS + 24 + slot], w.plan[row + 3]);
+                assert_eq!(w.plan[gi * GROUP_WORDS + 32 + slot], w.plan[row + 4]);
+            }
+        }
     }
 
     #[test]
