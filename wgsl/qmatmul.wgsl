@@ -24,7 +24,7 @@
 //     keeps R = 4 (fewest instructions per byte).
 //   * slots are the fastest index inside a warp (t = ((slot_hi * LANES + lane) * SL + slot_lo),
 //     SL = min(S, 8)): a warp holds 8 rows x 4 lanes (LANES >= 4), so one x load instruction
-//     touches 4 cache lines instead of 16-32 (x reuse in a warp = SL * R, 8 or more), and a W
+//     touches 4 cache lines instead of 16-32 (x reuse in a warp = SL * R), and a W
 //     load 8 rows x 64 contiguous bytes (the workgroup's 4 warps cover 256 contiguous bytes).
 //   * a lane's units are loaded 3 at a time (every decode shape has exactly 3 units per lane):
 //     3 * R vec4 W loads and 6 * R scale/bias words are issued, as explicit variables, before
