@@ -1,6 +1,7 @@
 //! `onepath`: the command-line front end. Prints for people by default, `--json` for machines.
 
 mod bench;
+mod bench_bw;
 mod bench_qmm;
 mod parity;
 mod util;
@@ -46,10 +47,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// The device's memory read ceiling: a kernel that only streams a buffer (GB/s), the
+    /// reference for the other benchmarks' effective bandwidth.
+    Bandwidth {
+        /// Timed calls (after warm-up), back to back.
+        #[arg(long, default_value_t = 20)]
+        iters: u32,
+        /// MiB read per call (capped at the device's largest storage binding).
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+    },
     /// Quantized matmul (4-bit, group 64, bf16 scales) on Gemma 4 E2B's MLP and LM-head shapes:
     /// decode (M = 1) and prefill (M = 512); time, GB/s of weights, TFLOP/s.
     Qmatmul {
-        /// Timed calls per case (after warm-up); the median is reported.
+        /// Timed calls per case (after warm-up), back to back.
         #[arg(long, default_value_t = 20)]
         iters: u32,
         /// Rows of x.
@@ -62,7 +73,7 @@ enum BenchWhat {
     /// Decode attention: batch 1, 8, 32; 8 query heads on 1 KV head; head_dim 256 and 512;
     /// 4096 and 32768 keys; f16 K/V.
     Sdpa {
-        /// Timed calls per case (after warm-up); the median is reported.
+        /// Timed calls per case (after warm-up), back to back.
         #[arg(long, default_value_t = 20)]
         iters: u32,
         /// Batch sizes to run.
@@ -108,6 +119,9 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Parity => parity::run(&gpu, cli.json),
+        Command::Bench {
+            what: BenchWhat::Bandwidth { iters, mib },
+        } => bench_bw::run(&gpu, mib, iters, cli.json),
         Command::Bench {
             what: BenchWhat::Qmatmul { iters, m, shapes },
         } => bench_qmm::run(&gpu, iters, &m, &shapes, cli.json),

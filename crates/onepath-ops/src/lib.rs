@@ -36,6 +36,19 @@ pub mod kernels {
         source: include_str!("../../../wgsl/embed_gather.wgsl"),
         entry: "main",
     };
+    /// Not an op: the memory read ceiling that `onepath bench bandwidth` measures.
+    pub const READ_BANDWIDTH: Kernel = Kernel {
+        name: "read_bandwidth",
+        source: include_str!("../../../wgsl/read_bandwidth.wgsl"),
+        entry: "main",
+    };
     /// Every kernel, for validation tests.
-    pub const ALL: &[Kernel] = &[SDPA_CHUNK, SDPA_MERGE, QMATMUL, MATMUL_DENSE, EMBED_GATHER];
+    pub const ALL: &[Kernel] = &[
+        SDPA_CHUNK,
+        SDPA_MERGE,
+        QMATMUL,
+        MATMUL_DENSE,
+        EMBED_GATHER,
+        READ_BANDWIDTH,
+    ];
 }
