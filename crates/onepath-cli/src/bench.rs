@@ -4,7 +4,7 @@ use crate::util::{adapter_json, rms_rows};
 use half::f16;
 use onepath_gpu::Gpu;
 use onepath_mask::{MaskDesc, MaskKind, canonicalize};
-use onepath_ops::sdpa::{KvDType, Rect, Sdpa, SdpaBuffers, SdpaConfig, rect_rows};
+use onepath_ops::sdpa::{KvDType, Rect, Schedule, Sdpa, SdpaBuffers, SdpaConfig, rect_rows};
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -20,6 +20,7 @@ pub struct SdpaGrid {
     pub batch: Vec<usize>,
     pub head_dim: Vec<usize>,
     pub keys: Vec<usize>,
+    pub schedule: Schedule,
 }
 
 /// Decode attention: one query position per sequence, 8 query heads on 1 KV head, f16 K/V.
@@ -55,7 +56,7 @@ pub fn sdpa(gpu: &Gpu, grid: &SdpaGrid, as_json: bool) -> R<ExitCode> {
                     kv_len: keys,
                     head_dim: d,
                 };
-                let res = sdpa_case(gpu, &sdpa, &rect, iters);
+                let res = sdpa_case(gpu, &sdpa, &rect, iters, grid.schedule);
                 let kv_bytes = 4.0 * rect.kv_elems() as f64;
                 match res {
                     Ok(tm) => {
@@ -96,6 +97,7 @@ pub fn sdpa(gpu: &Gpu, grid: &SdpaGrid, as_json: bool) -> R<ExitCode> {
     }
     if as_json {
         let out = json!({"adapter": adapter_json(gpu), "bench": "sdpa_decode", "q_heads": 8,
+            "schedule": format!("{:?}", grid.schedule),
             "kv_heads": 1, "kv_dtype": "f16", "results": rows});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -105,7 +107,13 @@ pub fn sdpa(gpu: &Gpu, grid: &SdpaGrid, as_json: bool) -> R<ExitCode> {
 }
 
 /// GPU time (if timestamps exist), wall time and per-pass time per call.
-fn sdpa_case(gpu: &Gpu, sdpa: &Sdpa, rect: &Rect, iters: u32) -> R<crate::util::Timing> {
+fn sdpa_case(
+    gpu: &Gpu,
+    sdpa: &Sdpa,
+    rect: &Rect,
+    iters: u32,
+    schedule: Schedule,
+) -> R<crate::util::Timing> {
     let d = rect.head_dim;
     let kv_bytes = (rect.kv_elems() * 2) as u64;
     let copies = (ROTATE_BYTES / (2 * kv_bytes)).clamp(1, 8) as usize;
@@ -128,7 +136,7 @@ fn sdpa_case(gpu: &Gpu, sdpa: &Sdpa, rect: &Rect, iters: u32) -> R<crate::util::
             v: &v,
             out: &out,
         };
-        let p = sdpa.prepare(gpu, &rows, d as u32, bufs)?;
+        let p = sdpa.prepare_with(gpu, &rows, d as u32, bufs, schedule)?;
         sets.push((p, k, v, c));
     }
     let per = sets[0].0.n_passes();

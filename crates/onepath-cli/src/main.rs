@@ -85,6 +85,10 @@ enum BenchWhat {
         /// Key counts to run.
         #[arg(long, value_delimiter = ',', default_values_t = [4096usize, 32768])]
         keys: Vec<usize>,
+        /// How chunk work is spread: auto, groups (a workgroup per group of 8 rows) or rows (a
+        /// workgroup per row). The same bits either way.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "groups", "rows"])]
+        schedule: String,
     },
 }
 
@@ -132,6 +136,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     batch,
                     head_dim,
                     keys,
+                    schedule,
                 },
         } => bench::sdpa(
             &gpu,
@@ -140,6 +145,11 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 batch,
                 head_dim,
                 keys,
+                schedule: match schedule.as_str() {
+                    "groups" => onepath_ops::sdpa::Schedule::Groups,
+                    "rows" => onepath_ops::sdpa::Schedule::Rows,
+                    _ => onepath_ops::sdpa::Schedule::Auto,
+                },
             },
             cli.json,
         ),

@@ -9,7 +9,7 @@ use crate::util::{adapter_json, rms_rows, yes};
 use half::f16;
 use onepath_gpu::Gpu;
 use onepath_mask::{AdditiveMask, BoolMask, MaskDType, MaskDesc, MaskKind, canonicalize};
-use onepath_ops::sdpa::{KvDType, KvData, Rect, Sdpa, SdpaConfig};
+use onepath_ops::sdpa::{KvDType, KvData, Rect, Schedule, Sdpa, SdpaConfig};
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -51,12 +51,17 @@ struct Case {
     padded_vs_solo: bool,
     batch1_vs_batch8: bool,
     prefill_vs_decode: bool,
+    schedules: bool,
     max_abs_err: f64,
 }
 
 impl Case {
     fn all_equal(&self) -> bool {
-        self.mask_forms && self.padded_vs_solo && self.batch1_vs_batch8 && self.prefill_vs_decode
+        self.mask_forms
+            && self.padded_vs_solo
+            && self.batch1_vs_batch8
+            && self.prefill_vs_decode
+            && self.schedules
     }
 }
 
@@ -93,6 +98,7 @@ pub fn run(gpu: &Gpu, as_json: bool) -> R<ExitCode> {
                     "padded_vs_solo_bitwise_equal": c.padded_vs_solo,
                     "batch1_vs_batch8_bitwise_equal": c.batch1_vs_batch8,
                     "prefill_vs_decode_bitwise_equal": c.prefill_vs_decode,
+                    "groups_vs_rows_schedule_bitwise_equal": c.schedules,
                     "max_abs_err_vs_f64": c.max_abs_err,
                 })
             })
@@ -107,7 +113,7 @@ pub fn run(gpu: &Gpu, as_json: bool) -> R<ExitCode> {
              Each column: is the row bitwise equal across the two ways of computing it?\n"
         );
         println!(
-            "{:<8} {:>4} {:>4}  {:>10} {:>14} {:>15} {:>17}  {:>12}",
+            "{:<8} {:>4} {:>4}  {:>10} {:>14} {:>15} {:>17} {:>15}  {:>12}",
             "mode",
             "D",
             "K/V",
@@ -115,11 +121,12 @@ pub fn run(gpu: &Gpu, as_json: bool) -> R<ExitCode> {
             "padded = solo",
             "batch 1 = 8",
             "prefill = decode",
+            "groups = rows",
             "max |err|"
         );
         for c in &cases {
             println!(
-                "{:<8} {:>4} {:>4}  {:>10} {:>14} {:>15} {:>17}  {:>12.3e}",
+                "{:<8} {:>4} {:>4}  {:>10} {:>14} {:>15} {:>17} {:>15}  {:>12.3e}",
                 c.mode,
                 c.head_dim,
                 format!("{:?}", c.kv_dtype).to_lowercase(),
@@ -127,6 +134,7 @@ pub fn run(gpu: &Gpu, as_json: bool) -> R<ExitCode> {
                 yes(c.padded_vs_solo),
                 yes(c.batch1_vs_batch8),
                 yes(c.prefill_vs_decode),
+                yes(c.schedules),
                 c.max_abs_err
             );
         }
@@ -134,7 +142,8 @@ pub fn run(gpu: &Gpu, as_json: bool) -> R<ExitCode> {
             "\nmask forms: decode compares None, an all-True bool mask, an all-zero additive mask, \
              key lengths and `causal`;\n  prefill compares `causal`, an explicit bool causal mask \
              and additive causal masks (-inf and bf16-min).\nmax |err|: solo output against an f64 \
-             reference (K/V as stored).\nall bitwise equal: {}",
+             reference (K/V as stored).\ngroups = rows: one workgroup per group of 8 rows vs one per row \
+             (alone and in the batch of 8).\nall bitwise equal: {}",
             yes(all)
         );
     }
@@ -199,7 +208,7 @@ fn case(gpu: &Gpu, sdpa: &Sdpa, target: &Seq, others: &[Seq], tq: usize) -> R<Ca
         let desc = MaskDesc::new(MaskKind::None)
             .with_key_lo(&lo)
             .with_key_hi(&hi);
-        mask_forms &= run_desc(gpu, sdpa, &solo_entry, &rect, &desc, 0)? == solo;
+        mask_forms &= run_desc(gpu, sdpa, &solo_entry, &rect, &desc, (0, Schedule::Auto))? == solo;
     }
 
     // Padded inside a batch of 3 vs alone.
@@ -248,6 +257,13 @@ fn case(gpu: &Gpu, sdpa: &Sdpa, target: &Seq, others: &[Seq], tq: usize) -> R<Ca
         ok
     };
 
+    // Split heuristics: the same rows spread one workgroup per group of rows or one per row.
+    let mut schedules = true;
+    for sch in [Schedule::Groups, Schedule::Rows] {
+        schedules &= run_batch_with(gpu, sdpa, &solo_entry, (tq, LEN), causal, 0, sch)? == solo;
+        schedules &= run_batch_with(gpu, sdpa, &batch, (tq, LEN + 64), causal, 4, sch)? == solo;
+    }
+
     let max_abs_err = reference_err(sdpa, target, tq, &solo)?;
     Ok(Case {
         mode: if tq == 1 { "decode" } else { "prefill" },
@@ -257,6 +273,7 @@ fn case(gpu: &Gpu, sdpa: &Sdpa, target: &Seq, others: &[Seq], tq: usize) -> R<Ca
         padded_vs_solo,
         batch1_vs_batch8,
         prefill_vs_decode,
+        schedules,
         max_abs_err,
     })
 }
@@ -283,11 +300,24 @@ fn run_batch(
     kind: MaskKind,
     pick: usize,
 ) -> R<Vec<u32>> {
+    run_batch_with(gpu, sdpa, entries, (tq, tkv), kind, pick, Schedule::Auto)
+}
+
+/// [`run_batch`] with the chunk work spread by `schedule`.
+fn run_batch_with(
+    gpu: &Gpu,
+    sdpa: &Sdpa,
+    entries: &[Entry],
+    (tq, tkv): (usize, usize),
+    kind: MaskKind,
+    pick: usize,
+    schedule: Schedule,
+) -> R<Vec<u32>> {
     let d = sdpa.config.head_dim;
     let rect = rect_for(entries.len(), tq, tkv, d);
     let lo: Vec<u32> = entries.iter().map(|e| (tkv - e.kv_len) as u32).collect();
     let desc = MaskDesc::new(kind).with_key_lo(&lo);
-    run_desc(gpu, sdpa, entries, &rect, &desc, pick)
+    run_desc(gpu, sdpa, entries, &rect, &desc, (pick, schedule))
 }
 
 fn run_desc(
@@ -296,7 +326,7 @@ fn run_desc(
     entries: &[Entry],
     rect: &Rect,
     desc: &MaskDesc,
-    pick: usize,
+    (pick, schedule): (usize, Schedule),
 ) -> R<Vec<u32>> {
     let (tq, tkv, d) = (rect.q_len, rect.kv_len, rect.head_dim);
     let mut q = vec![0f32; rect.q_elems()];
@@ -321,22 +351,24 @@ fn run_desc(
         KvDType::F16 => {
             let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
             let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
-            pollster::block_on(sdpa.run_rect_host(
+            pollster::block_on(sdpa.run_rect_host_with(
                 gpu,
                 rect,
                 &q,
                 KvData::F16(&kh),
                 KvData::F16(&vh),
                 &mask,
+                schedule,
             ))?
         }
-        KvDType::F32 => pollster::block_on(sdpa.run_rect_host(
+        KvDType::F32 => pollster::block_on(sdpa.run_rect_host_with(
             gpu,
             rect,
             &q,
             KvData::F32(&k),
             KvData::F32(&v),
             &mask,
+            schedule,
         ))?,
     };
     let n = HQ * tq * d;

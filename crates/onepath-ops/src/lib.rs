@@ -16,6 +16,11 @@ pub mod kernels {
         source: include_str!("../../../wgsl/sdpa_chunk.wgsl"),
         entry: "main",
     };
+    pub const SDPA_CHUNK_ROW: Kernel = Kernel {
+        name: "sdpa_chunk_row",
+        source: include_str!("../../../wgsl/sdpa_chunk_row.wgsl"),
+        entry: "main",
+    };
     pub const SDPA_MERGE: Kernel = Kernel {
         name: "sdpa_merge",
         source: include_str!("../../../wgsl/sdpa_merge.wgsl"),
@@ -45,6 +50,7 @@ pub mod kernels {
     /// Every kernel, for validation tests.
     pub const ALL: &[Kernel] = &[
         SDPA_CHUNK,
+        SDPA_CHUNK_ROW,
         SDPA_MERGE,
         QMATMUL,
         MATMUL_DENSE,

@@ -1,7 +1,7 @@
 //! Host-data convenience: upload, run, read back. Used by tests, `onepath parity` and examples;
 //! a model keeps its tensors on the GPU and calls [`Sdpa::prepare`] directly.
 
-use super::{KvDType, Rect, Sdpa, SdpaBuffers, rect_rows};
+use super::{KvDType, Rect, Schedule, Sdpa, SdpaBuffers, rect_rows};
 use crate::OpError;
 use onepath_gpu::{Gpu, read_buffer_as};
 use onepath_mask::CanonicalMask;
@@ -51,6 +51,22 @@ impl Sdpa {
         v: KvData<'_>,
         mask: &CanonicalMask,
     ) -> Result<Vec<f32>, OpError> {
+        self.run_rect_host_with(gpu, rect, q, k, v, mask, Schedule::Auto)
+            .await
+    }
+
+    /// [`run_rect_host`](Self::run_rect_host) with a given [`Schedule`] (same bits for any).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_rect_host_with(
+        &self,
+        gpu: &Gpu,
+        rect: &Rect,
+        q: &[f32],
+        k: KvData<'_>,
+        v: KvData<'_>,
+        mask: &CanonicalMask,
+        schedule: Schedule,
+    ) -> Result<Vec<f32>, OpError> {
         rect.check()?;
         if rect.head_dim != self.config.head_dim {
             return Err(OpError::Param {
@@ -94,7 +110,11 @@ impl Sdpa {
             v: &vb,
             out: &out,
         };
-        self.run(gpu, &rows, rect.head_dim as u32, bufs)?;
+        let prepared = self.prepare_with(gpu, &rows, rect.head_dim as u32, bufs, schedule)?;
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        prepared.encode(&mut enc, None);
+        gpu.queue.submit([enc.finish()]);
+        gpu.wait_idle()?;
         Ok(read_buffer_as(gpu, &out).await?)
     }
 }

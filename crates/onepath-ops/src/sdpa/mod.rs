@@ -51,6 +51,27 @@ pub struct SdpaConfig {
     pub softcap: Option<f32>,
 }
 
+/// How a call's chunk work is spread over workgroups. It never changes a row's bits: both
+/// kernels perform the same operations on a row in the same order (the tests compare them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Schedule {
+    /// [`Schedule::Rows`] for waves with fewer than [`ROWS_BELOW_ITEMS`] work items, where
+    /// a workgroup's latency bounds the time; else [`Schedule::Groups`].
+    #[default]
+    Auto,
+    /// One workgroup per (group of up to 8 rows, chunk): K and V read once per group.
+    Groups,
+    /// One workgroup per (row, chunk) (`wgsl/sdpa_chunk_row.wgsl`): 8 times the workgroups,
+    /// each with an eighth of the arithmetic.
+    Rows,
+}
+
+/// [`Schedule::Auto`] picks the row kernel below this many (group, chunk) items in a wave.
+/// Measured on an H100: with 16 items (batch 1 x 4096 keys) the row kernel took 30 us per
+/// call against 42 (head_dim 256) and 44 against 61 (head_dim 512); with 128 items it was
+/// slower everywhere (79 against 67 us at batch 8 x 4096, head_dim 256).
+pub const ROWS_BELOW_ITEMS: u32 = 32;
+
 /// Head dims the kernel is written for (its P.V split needs `512 / head_dim` to be whole).
 pub const HEAD_DIMS: [usize; 4] = [64, 128, 256, 512];
 
@@ -61,6 +82,8 @@ pub struct Sdpa {
     pub config: SdpaConfig,
     chunk_same: Arc<wgpu::ComputePipeline>,
     chunk_mixed: Arc<wgpu::ComputePipeline>,
+    row_same: Arc<wgpu::ComputePipeline>,
+    row_mixed: Arc<wgpu::ComputePipeline>,
     merge: Arc<wgpu::ComputePipeline>,
 }
 
@@ -97,11 +120,15 @@ impl Sdpa {
         let mixed = [("D", d), ("KV_F16", f16), ("MIXED", 1.0)];
         let chunk_same = gpu.pipeline(kernel, &same).await?;
         let chunk_mixed = gpu.pipeline(kernel, &mixed).await?;
+        let row_same = gpu.pipeline(&kernels::SDPA_CHUNK_ROW, &same).await?;
+        let row_mixed = gpu.pipeline(&kernels::SDPA_CHUNK_ROW, &mixed).await?;
         let merge = gpu.pipeline(&kernels::SDPA_MERGE, &[("D", d)]).await?;
         Ok(Sdpa {
             config,
             chunk_same,
             chunk_mixed,
+            row_same,
+            row_mixed,
             merge,
         })
     }
@@ -114,6 +141,19 @@ impl Sdpa {
         rows: &[RowSpec],
         kv_stride: u32,
         bufs: SdpaBuffers<'_>,
+    ) -> Result<PreparedSdpa, OpError> {
+        self.prepare_with(gpu, rows, kv_stride, bufs, Schedule::Auto)
+    }
+
+    /// [`prepare`](Self::prepare) with the chunk work spread as `schedule` says (the result's
+    /// bits are the same for every schedule).
+    pub fn prepare_with(
+        &self,
+        gpu: &Gpu,
+        rows: &[RowSpec],
+        kv_stride: u32,
+        bufs: SdpaBuffers<'_>,
+        schedule: Schedule,
     ) -> Result<PreparedSdpa, OpError> {
         let align = match self.config.kv_dtype {
             KvDType::F16 => 8,
@@ -136,19 +176,28 @@ impl Sdpa {
             let partials = gpu.storage("sdpa partials", u64::from(w.n_partials.max(1)) * record)?;
             // Items 0..n_same_items run through the `same` kernel, the rest through the
             // `mixed` one: two dispatches in the chunk pass, each with its own item range.
+            let by_row = match schedule {
+                Schedule::Auto => w.n_items < ROWS_BELOW_ITEMS,
+                Schedule::Groups => false,
+                Schedule::Rows => true,
+            };
+            let (same, mixed, per_item) = if by_row {
+                (&self.row_same, &self.row_mixed, GROUP_ROWS as u32)
+            } else {
+                (&self.chunk_same, &self.chunk_mixed, 1)
+            };
             let mut chunks = Vec::new();
             for (pipeline, first, count) in [
-                (&self.chunk_same, 0, w.n_same_items),
-                (
-                    &self.chunk_mixed,
-                    w.n_same_items,
-                    w.n_items - w.n_same_items,
-                ),
+                (same, 0, w.n_same_items),
+                (mixed, w.n_same_items, w.n_items - w.n_same_items),
             ] {
                 if count == 0 {
                     continue;
                 }
-                let (gx, gy) = grid(count);
+                let workgroups = count
+                    .checked_mul(per_item)
+                    .ok_or_else(|| OpError::TooBig("the number of workgroups".into()))?;
+                let (gx, gy) = grid(workgroups);
                 let cp = ChunkParams {
                     kv_stride,
                     n_items: count,
