@@ -19,6 +19,8 @@ import time
 
 import torch
 
+from timing import span_us  # bench/peers/timing.py, beside this script
+
 GROUP = 64
 SHAPES = [(6144, 1536), (1536, 6144), (262144, 1536)]
 MS = [1, 512]
@@ -37,34 +39,6 @@ def pack(n, k, inner_k_tiles=8):
             raise RuntimeError(f"_convert_weight_to_int4pack failed: uint8 form: {e_u8}; "
                                f"int32 form: {e_i32}") from e_i32
 
-
-
-def span_us(calls, iters):
-    """Per-call time from events at the two ends of `iters` back-to-back calls replayed from a
-    CUDA graph (no launch gaps: the same thing onepath's headline figure measures). Falls back
-    to plain launches if the call cannot be captured."""
-    try:
-        g = torch.cuda.CUDAGraph()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            calls()  # warm the stream before capture
-        torch.cuda.current_stream().wait_stream(s)
-        with torch.cuda.graph(g):
-            calls()
-        run, how = g.replay, "cuda_graph"
-    except Exception as e:  # report, never hide
-        print(f"graph capture failed ({e}); timing plain launches", file=sys.stderr)
-        run, how = calls, "launches"
-    run()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    run()  # keep the GPU busy up to the first timed call
-    start.record()
-    run()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1e3 / iters, how
 
 def case(n, k, m, iters=20):
     groups = k // GROUP

@@ -24,40 +24,38 @@ def load(name):
         return None
 
 
+def compare(title, ours, peer):
+    """One line per case: onepath (own passes, one pass, GB/s), PyTorch (per call, graph), and
+    the ratios PyTorch / onepath per call and graph / one pass."""
+    print(title, "| onepath us (1-pass) GB/s | torch us (graph) | torch/onepath: per call, graph vs 1-pass")
+    for key, r in ours:
+        p = peer.get(key, {})
+        g, one = r.get("gpu_us"), r.get("one_pass_us")
+        pt, ps = p.get("time_us"), p.get("span_us")
+        print(f"{key} | {f1(g)} ({f1(one)}) {r['effective_gb_s']:.0f} | {f1(pt)} ({f1(ps)}) |"
+              f" {ratio(pt, g)} {ratio(ps, one)}")
+
+
+def sdpa_key(r):
+    return (r["batch"], r["head_dim"], r["keys"])
+
+
+def qmm_key(r):
+    return (r["n"], r["k"], r["m"])
+
+
 t = load("torch_sdpa.json")
-peer = {}
-if t:
-    for r in t["results"]:
-        peer[(r["batch"], r["head_dim"], r["keys"])] = r
+peer = {sdpa_key(r): r for r in t["results"]} if t else {}
 for name in ("onepath_sdpa.json", "onepath_sdpa2.json"):
     o = load(name)
-    if not o:
-        continue
-    print(name, "batch D keys | onepath us (1-pass) GB/s | torch us (graph) | ratio (pass/per-call, 1-pass/graph)")
-    for r in o["results"]:
-        k = (r["batch"], r["head_dim"], r["keys"])
-        p = peer.get(k, {})
-        g, one = r.get("gpu_us"), r.get("one_pass_us")
-        pt, ps = p.get("time_us"), p.get("span_us")
-        print(f"{k} | {f1(g)} ({f1(one)}) {r['effective_gb_s']:.0f} | {f1(pt)} ({f1(ps)}) |"
-              f" {ratio(pt, g)} {ratio(ps, one)}")
+    if o:
+        compare(f"{name} (batch, D, keys)", [(sdpa_key(r), r) for r in o["results"]], peer)
 ti = load("torch_int4.json")
-qpeer = {}
-if ti:
-    for r in ti["results"]:
-        qpeer[(r["n"], r["k"], r["m"])] = r
+qpeer = {qmm_key(r): r for r in ti["results"]} if ti else {}
 o = load("onepath_qmm.json")
 if o:
-    print("qmm n k m | onepath us (1-pass) GB/s | torch us (graph) | ratio (pass/per-call, 1-pass/graph)")
-    for r in o["results"]:
-        if "skipped" in r:
-            continue
-        k = (r["n"], r["k"], r["m"])
-        p = qpeer.get(k, {})
-        g, one = r.get("gpu_us"), r.get("one_pass_us")
-        pt, ps = p.get("time_us"), p.get("span_us")
-        print(f"{k} | {f1(g)} ({f1(one)}) {r['effective_gb_s']:.0f} | {f1(pt)} ({f1(ps)}) |"
-              f" {ratio(pt, g)} {ratio(ps, one)}")
+    rows = [(qmm_key(r), r) for r in o["results"] if "skipped" not in r]
+    compare("qmatmul (n, k, m)", rows, qpeer)
 p = load("parity.json")
 if p:
     print("parity all_bitwise_equal:", p.get("all_bitwise_equal"))
