@@ -8,7 +8,7 @@ mod qmm_common;
 
 use common::*;
 use onepath::gpu::{Gpu, read_buffer_as};
-use onepath::ops::sdpa::{KvDType, SdpaBuffers, rect_rows};
+use onepath::ops::sdpa::{KvDType, SdpaBuffers, key_blocks, rect_rows};
 use onepath_weights::DType;
 
 fn one_pass(gpu: &Gpu, record: impl FnOnce(&mut onepath::gpu::wgpu::ComputePass<'_>)) {
@@ -35,8 +35,9 @@ fn two_chained_sdpa_calls_in_one_pass_match_separate_runs() {
 
     let rows = rect_rows(&r, &m).expect("rows");
     let q = gpu.storage_from("q", bytemuck::cast_slice(&x.q)).unwrap();
+    // K in the key-blocked layout the kernels read (V stays row-major).
     let k = gpu
-        .storage_from("k", bytemuck::cast_slice(&x.k.f16))
+        .storage_from("k", bytemuck::cast_slice(&key_blocks(&x.k.f16, d)))
         .unwrap();
     let v = gpu
         .storage_from("v", bytemuck::cast_slice(&x.v.f16))

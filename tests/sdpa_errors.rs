@@ -271,3 +271,45 @@ fn bad_key_ranges_and_causal_shapes() {
     let zero = MaskDesc::new(MaskKind::Causal { window: Some(0) });
     assert_err(canonicalize(&shape, &zero), &["window", "0"], "zero window");
 }
+
+#[test]
+fn buffers_too_small_for_the_rows_and_misaligned_offsets() {
+    let Some(gpu) = gpu() else { return };
+    let (d, dt) = (64, KvDType::F16);
+    let r = rect(1, 8, 1, 1, 100, d);
+    let x = Inputs::random(1, &r, dt);
+    let rows = onepath::ops::sdpa::rect_rows(&r, &no_mask(&r)).unwrap();
+    let s = sdpa(gpu, d, dt, 1.0, None);
+    let buf = |bytes: &[u8]| gpu.storage_from("t", bytes).unwrap();
+    let q = buf(bytemuck::cast_slice(&x.q));
+    let out = buf(bytemuck::cast_slice(&x.q));
+    let v = buf(bytemuck::cast_slice(&x.v.f16));
+    // K uploaded row-major (100 rows) instead of key-blocked (4 blocks of 32 rows).
+    let k_rows = buf(bytemuck::cast_slice(&x.k.f16));
+    let k = buf(bytemuck::cast_slice(&onepath::ops::sdpa::key_blocks(
+        &x.k.f16, d,
+    )));
+    let short_v = buf(bytemuck::cast_slice(&x.v.f16[..50 * d]));
+    let bufs = |k, v| onepath::ops::sdpa::SdpaBuffers {
+        q: &q,
+        k,
+        v,
+        out: &out,
+    };
+    assert_err(
+        s.prepare(gpu, &rows, d as u32, bufs(&k_rows, &v)),
+        &["K buffer", "key-blocked"],
+        "row-major K",
+    );
+    assert_err(
+        s.prepare(gpu, &rows, d as u32, bufs(&k, &short_v)),
+        &["V buffer"],
+        "V shorter than the keys",
+    );
+    assert_err(
+        s.prepare(gpu, &rows, (d + 8) as u32, bufs(&k, &v)),
+        &["stride", "multiples of head_dim"],
+        "stride not a whole number of rows",
+    );
+    assert!(s.prepare(gpu, &rows, d as u32, bufs(&k, &v)).is_ok());
+}

@@ -14,7 +14,7 @@
 mod common;
 use common::*;
 use onepath::mask::{AdditiveMask, BoolMask, MaskDType, MaskDesc, MaskKind};
-use onepath::ops::sdpa::{KvDType, Rect, SdpaBuffers, rect_rows};
+use onepath::ops::sdpa::{KvDType, Rect, SdpaBuffers, key_blocks, rect_rows};
 
 /// Keys per sequence for the bitwise matrix: several 256-key chunks, fewer at D = 512.
 fn kv_len(d: usize) -> usize {
@@ -302,7 +302,7 @@ fn repeated_runs_are_identical() {
         // One prepared call encoded twice into one command buffer, over a dirty output buffer.
         let rows = rect_rows(&rect, &m).unwrap();
         let qb = gpu.storage_from("q", &le_bytes(&x.q)).unwrap();
-        let kb = gpu.storage_from("k", &kv_bytes(&x.k)).unwrap();
+        let kb = gpu.storage_from("k", &key_bytes(&x.k, d)).unwrap();
         let vb = gpu.storage_from("v", &kv_bytes(&x.v)).unwrap();
         let dirty = vec![f32::NAN; rect.q_elems()];
         let ob = gpu.storage_from("out", &le_bytes(&dirty)).unwrap();
@@ -332,5 +332,16 @@ fn kv_bytes(kv: &Kv) -> Vec<u8> {
     match kv.dtype {
         KvDType::F16 => kv.f16.iter().flat_map(|v| v.to_le_bytes()).collect(),
         KvDType::F32 => le_bytes(&kv.f32),
+    }
+}
+
+/// The bytes of K in the key-blocked layout the kernels read.
+fn key_bytes(kv: &Kv, d: usize) -> Vec<u8> {
+    match kv.dtype {
+        KvDType::F16 => key_blocks(&kv.f16, d)
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        KvDType::F32 => le_bytes(&key_blocks(&kv.f32, d)),
     }
 }

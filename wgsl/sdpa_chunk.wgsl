@@ -12,8 +12,9 @@
 // The partial (max, sum, acc[D]) of each (row, chunk) goes to `partials`; sdpa_merge.wgsl folds
 // them in chunk order.
 //
-// Storage: q is f32 rows. K and V are f16 (packed two per u32, no shader-f16 needed) or f32,
-// addressed as element offset `key_base + j * kv_stride` for key j of the group's sequence/head.
+// Storage: q is f32 rows. K and V are f16 (packed two per u32, no shader-f16 needed) or f32.
+// Key j of the group's sequence/head is the key row at row-major element offset
+// `key_base + j * kv_stride`: V is row-major, K key-blocked (see `k_word`).
 
 override D: u32 = 256u;          // head_dim: 64, 128, 256 or 512
 override KV_F16: bool = true;    // K/V storage: packed f16 pairs (true) or f32 (false)
@@ -82,6 +83,17 @@ fn in_set(row: u32, j: u32, lo: u32) -> bool {
     return ((plan[prm.bits_off + dense + bit / 32u] >> (bit % 32u)) & 1u) == 1u;
 }
 
+// K is key-blocked: rows of D values (row r = the row-major element offset / D), grouped in
+// blocks of 32 rows, each block stored column-major in 16-byte words, so that 32 consecutive
+// keys read by 32 invocations are 512 contiguous bytes. Word w of row r is at
+// (r / 32) * 32 * (D / e) + w * 32 + r % 32, e = elements per word (8 halves or 4 floats).
+// Returns the index of word 0 of the row that holds row-major element `key_elem`; word w is
+// 32 * w further.
+fn k_word(key_elem: u32, e: u32) -> u32 {
+    let r = key_elem / D;
+    return (r / 32u) * (32u * (D / e)) + r % 32u;
+}
+
 fn load_v2(key_elem: u32, pair: u32) -> vec2<f32> {
     if (KV_F16) {
         return unpack2x16float(v[key_elem / 2u + pair]);
@@ -142,16 +154,16 @@ fn step4f(acc0: Acc, d0: u32, w: vec4<u32>) -> Acc {
 fn dots(key_elem: u32) -> Acc {
     var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
     if (KV_F16) {
-        let kb = key_elem / 8u;
+        let kb = k_word(key_elem, 8u);
         for (var c = 0u; c < D / 8u; c += 8u) {
-            let w0 = k[kb + c + 0u];
-            let w1 = k[kb + c + 1u];
-            let w2 = k[kb + c + 2u];
-            let w3 = k[kb + c + 3u];
-            let w4 = k[kb + c + 4u];
-            let w5 = k[kb + c + 5u];
-            let w6 = k[kb + c + 6u];
-            let w7 = k[kb + c + 7u];
+            let w0 = k[kb + (c + 0u) * 32u];
+            let w1 = k[kb + (c + 1u) * 32u];
+            let w2 = k[kb + (c + 2u) * 32u];
+            let w3 = k[kb + (c + 3u) * 32u];
+            let w4 = k[kb + (c + 4u) * 32u];
+            let w5 = k[kb + (c + 5u) * 32u];
+            let w6 = k[kb + (c + 6u) * 32u];
+            let w7 = k[kb + (c + 7u) * 32u];
             acc = step8h(acc, 8u * (c + 0u), w0);
             acc = step8h(acc, 8u * (c + 1u), w1);
             acc = step8h(acc, 8u * (c + 2u), w2);
@@ -162,16 +174,16 @@ fn dots(key_elem: u32) -> Acc {
             acc = step8h(acc, 8u * (c + 7u), w7);
         }
     } else {
-        let kb = key_elem / 4u;
+        let kb = k_word(key_elem, 4u);
         for (var c = 0u; c < D / 4u; c += 8u) {
-            let w0 = k[kb + c + 0u];
-            let w1 = k[kb + c + 1u];
-            let w2 = k[kb + c + 2u];
-            let w3 = k[kb + c + 3u];
-            let w4 = k[kb + c + 4u];
-            let w5 = k[kb + c + 5u];
-            let w6 = k[kb + c + 6u];
-            let w7 = k[kb + c + 7u];
+            let w0 = k[kb + (c + 0u) * 32u];
+            let w1 = k[kb + (c + 1u) * 32u];
+            let w2 = k[kb + (c + 2u) * 32u];
+            let w3 = k[kb + (c + 3u) * 32u];
+            let w4 = k[kb + (c + 4u) * 32u];
+            let w5 = k[kb + (c + 5u) * 32u];
+            let w6 = k[kb + (c + 6u) * 32u];
+            let w7 = k[kb + (c + 7u) * 32u];
             acc = step4f(acc, 4u * (c + 0u), w0);
             acc = step4f(acc, 4u * (c + 1u), w1);
             acc = step4f(acc, 4u * (c + 2u), w2);

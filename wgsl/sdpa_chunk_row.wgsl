@@ -62,6 +62,17 @@ fn in_set(row: u32, j: u32, lo: u32) -> bool {
     return ((plan[prm.bits_off + dense + bit / 32u] >> (bit % 32u)) & 1u) == 1u;
 }
 
+// K is key-blocked: rows of D values (row r = the row-major element offset / D), grouped in
+// blocks of 32 rows, each block stored column-major in 16-byte words, so that 32 consecutive
+// keys read by 32 invocations are 512 contiguous bytes. Word w of row r is at
+// (r / 32) * 32 * (D / e) + w * 32 + r % 32, e = elements per word (8 halves or 4 floats).
+// Returns the index of word 0 of the row that holds row-major element `key_elem`; word w is
+// 32 * w further.
+fn k_word(key_elem: u32, e: u32) -> u32 {
+    let r = key_elem / D;
+    return (r / 32u) * (32u * (D / e)) + r % 32u;
+}
+
 fn load_v2(key_elem: u32, pair: u32) -> vec2<f32> {
     if (KV_F16) {
         return unpack2x16float(v[key_elem / 2u + pair]);
@@ -111,24 +122,24 @@ fn dot4f(acc0: f32, d0: u32, w: vec4<u32>) -> f32 {
 fn dot(key_elem: u32) -> f32 {
     var acc = 0.0;
     if (KV_F16 && D >= 128u) {
-        let kb = key_elem / 8u;
+        let kb = k_word(key_elem, 8u);
         for (var c = 0u; c < D / 8u; c += 16u) {
-            let w0 = k[kb + c + 0u];
-            let w1 = k[kb + c + 1u];
-            let w2 = k[kb + c + 2u];
-            let w3 = k[kb + c + 3u];
-            let w4 = k[kb + c + 4u];
-            let w5 = k[kb + c + 5u];
-            let w6 = k[kb + c + 6u];
-            let w7 = k[kb + c + 7u];
-            let w8 = k[kb + c + 8u];
-            let w9 = k[kb + c + 9u];
-            let w10 = k[kb + c + 10u];
-            let w11 = k[kb + c + 11u];
-            let w12 = k[kb + c + 12u];
-            let w13 = k[kb + c + 13u];
-            let w14 = k[kb + c + 14u];
-            let w15 = k[kb + c + 15u];
+            let w0 = k[kb + (c + 0u) * 32u];
+            let w1 = k[kb + (c + 1u) * 32u];
+            let w2 = k[kb + (c + 2u) * 32u];
+            let w3 = k[kb + (c + 3u) * 32u];
+            let w4 = k[kb + (c + 4u) * 32u];
+            let w5 = k[kb + (c + 5u) * 32u];
+            let w6 = k[kb + (c + 6u) * 32u];
+            let w7 = k[kb + (c + 7u) * 32u];
+            let w8 = k[kb + (c + 8u) * 32u];
+            let w9 = k[kb + (c + 9u) * 32u];
+            let w10 = k[kb + (c + 10u) * 32u];
+            let w11 = k[kb + (c + 11u) * 32u];
+            let w12 = k[kb + (c + 12u) * 32u];
+            let w13 = k[kb + (c + 13u) * 32u];
+            let w14 = k[kb + (c + 14u) * 32u];
+            let w15 = k[kb + (c + 15u) * 32u];
             acc = dot8h(acc, 8u * (c + 0u), w0);
             acc = dot8h(acc, 8u * (c + 1u), w1);
             acc = dot8h(acc, 8u * (c + 2u), w2);
@@ -147,16 +158,16 @@ fn dot(key_elem: u32) -> f32 {
             acc = dot8h(acc, 8u * (c + 15u), w15);
         }
     } else if (KV_F16) {
-        let kb = key_elem / 8u;
+        let kb = k_word(key_elem, 8u);
         for (var c = 0u; c < D / 8u; c += 8u) {
-            let w0 = k[kb + c + 0u];
-            let w1 = k[kb + c + 1u];
-            let w2 = k[kb + c + 2u];
-            let w3 = k[kb + c + 3u];
-            let w4 = k[kb + c + 4u];
-            let w5 = k[kb + c + 5u];
-            let w6 = k[kb + c + 6u];
-            let w7 = k[kb + c + 7u];
+            let w0 = k[kb + (c + 0u) * 32u];
+            let w1 = k[kb + (c + 1u) * 32u];
+            let w2 = k[kb + (c + 2u) * 32u];
+            let w3 = k[kb + (c + 3u) * 32u];
+            let w4 = k[kb + (c + 4u) * 32u];
+            let w5 = k[kb + (c + 5u) * 32u];
+            let w6 = k[kb + (c + 6u) * 32u];
+            let w7 = k[kb + (c + 7u) * 32u];
             acc = dot8h(acc, 8u * (c + 0u), w0);
             acc = dot8h(acc, 8u * (c + 1u), w1);
             acc = dot8h(acc, 8u * (c + 2u), w2);
@@ -167,16 +178,16 @@ fn dot(key_elem: u32) -> f32 {
             acc = dot8h(acc, 8u * (c + 7u), w7);
         }
     } else {
-        let kb = key_elem / 4u;
+        let kb = k_word(key_elem, 4u);
         for (var c = 0u; c < D / 4u; c += 8u) {
-            let w0 = k[kb + c + 0u];
-            let w1 = k[kb + c + 1u];
-            let w2 = k[kb + c + 2u];
-            let w3 = k[kb + c + 3u];
-            let w4 = k[kb + c + 4u];
-            let w5 = k[kb + c + 5u];
-            let w6 = k[kb + c + 6u];
-            let w7 = k[kb + c + 7u];
+            let w0 = k[kb + (c + 0u) * 32u];
+            let w1 = k[kb + (c + 1u) * 32u];
+            let w2 = k[kb + (c + 2u) * 32u];
+            let w3 = k[kb + (c + 3u) * 32u];
+            let w4 = k[kb + (c + 4u) * 32u];
+            let w5 = k[kb + (c + 5u) * 32u];
+            let w6 = k[kb + (c + 6u) * 32u];
+            let w7 = k[kb + (c + 7u) * 32u];
             acc = dot4f(acc, 4u * (c + 0u), w0);
             acc = dot4f(acc, 4u * (c + 1u), w1);
             acc = dot4f(acc, 4u * (c + 2u), w2);

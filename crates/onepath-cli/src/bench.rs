@@ -4,7 +4,9 @@ use crate::util::{adapter_json, rms_rows};
 use half::f16;
 use onepath_gpu::Gpu;
 use onepath_mask::{MaskDesc, MaskKind, canonicalize};
-use onepath_ops::sdpa::{KvDType, Rect, Schedule, Sdpa, SdpaBuffers, SdpaConfig, rect_rows};
+use onepath_ops::sdpa::{
+    KvDType, Rect, Schedule, Sdpa, SdpaBuffers, SdpaConfig, key_blocks, rect_rows,
+};
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -126,9 +128,10 @@ fn sdpa_case(
         .iter()
         .map(|&x| f16::from_f32(x))
         .collect();
+    let kblocks = key_blocks(&kv, d);
     let mut sets = Vec::new();
     for c in 0..copies {
-        let k = gpu.storage_from("k", bytemuck::cast_slice(&kv))?;
+        let k = gpu.storage_from("k", bytemuck::cast_slice(&kblocks))?;
         let v = gpu.storage_from("v", bytemuck::cast_slice(&kv))?;
         let bufs = SdpaBuffers {
             q: &q,

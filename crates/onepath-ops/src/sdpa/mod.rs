@@ -7,15 +7,22 @@
 //! prefill or decode, how rows are grouped into workgroups) reaches a row's arithmetic.
 //!
 //! Layouts: q and the output are f32 rows of `head_dim`; K and V are f16 (two per u32, no
-//! shader-f16 needed) or f32, and key `j` of a row lives at element `kv_base + j * kv_stride`.
+//! shader-f16 needed) or f32. Key `j` of a row is the key row at row-major element offset
+//! `kv_base + j * kv_stride` (both multiples of `head_dim`):
+//! - V is stored row-major: that offset is where the row is;
+//! - K is stored key-blocked ([`key_blocks`]): key row `r` (= offset / head_dim) sits in block
+//!   `r / 32`, and each block holds its 32 rows column-major in 16-byte words, so that 32
+//!   consecutive keys read by 32 invocations are contiguous (as vLLM blocks its key cache). A
+//!   cache writer puts each new key there; [`key_blocks`] converts row-major keys.
+//!
 //! [`rect_rows`] builds rows for the usual `[B, H, T, D]` tensors; a token-major cache
-//! `[tokens, H_kv, D]` or a paged cache only needs other `kv_base`/`kv_stride` values.
+//! `[tokens, H_kv, D]` only needs other `kv_base`/`kv_stride` values.
 
 mod host;
 mod plan;
 mod rect;
 
-pub use host::KvData;
+pub use host::{KvData, key_blocks, key_blocks_len};
 pub use plan::{CHUNK, GROUP_ROWS, GROUP_WORDS, RowSpec, Wave, n_chunks, plan_rows};
 pub use rect::{Rect, rect_rows};
 
@@ -155,19 +162,16 @@ impl Sdpa {
         bufs: SdpaBuffers<'_>,
         schedule: Schedule,
     ) -> Result<PreparedSdpa, OpError> {
-        let align = match self.config.kv_dtype {
-            KvDType::F16 => 8,
-            KvDType::F32 => 4,
-        };
-        if !kv_stride.is_multiple_of(align) || rows.iter().any(|r| !r.kv_base.is_multiple_of(align))
-        {
+        let d = self.config.head_dim as u32;
+        if !kv_stride.is_multiple_of(d) || rows.iter().any(|r| !r.kv_base.is_multiple_of(d)) {
             return Err(OpError::Param {
                 what: "K/V stride or row base",
                 value: format!("stride {kv_stride}"),
-                why: "key rows must start on a 16-byte boundary",
+                why: "keys are whole rows of head_dim values: the stride and every row's base \
+                      must be multiples of head_dim",
             });
         }
-        let d = self.config.head_dim as u32;
+        self.check_buffers(rows, kv_stride, &bufs)?;
         let record = u64::from(d + 4) * 4;
         let waves = plan_rows(rows, d, gpu.max_binding().min(256 << 20).max(record))?;
         let mut passes = Vec::with_capacity(waves.len());
@@ -237,6 +241,45 @@ impl Sdpa {
             merge: self.merge.clone(),
             passes,
         })
+    }
+
+    /// Every key a row attends must lie inside the K and V buffers (K in its key-blocked
+    /// layout, see [`key_blocks`]), and every row's q and output inside theirs: the kernels run
+    /// without bounds checks, so this is where a wrong offset becomes an error.
+    fn check_buffers(
+        &self,
+        rows: &[RowSpec],
+        kv_stride: u32,
+        bufs: &SdpaBuffers<'_>,
+    ) -> Result<(), OpError> {
+        let d = self.config.head_dim as u64;
+        let eb = self.config.kv_dtype.bytes() as u64;
+        let (mut k_need, mut v_need, mut q_need, mut out_need) = (0u64, 0u64, 0u64, 0u64);
+        for r in rows {
+            q_need = q_need.max((u64::from(r.q_off) + d) * 4);
+            out_need = out_need.max((u64::from(r.out_off) + d) * 4);
+            if r.keys.is_empty() {
+                continue;
+            }
+            let last = u64::from(r.kv_base) + u64::from(r.keys.hi() - 1) * u64::from(kv_stride);
+            v_need = v_need.max((last + d) * eb);
+            k_need = k_need.max(key_blocks_len(last / d + 1, d as usize) as u64 * eb);
+        }
+        for (what, need, have) in [
+            ("q buffer", q_need, bufs.q.size()),
+            ("K buffer", k_need, bufs.k.size()),
+            ("V buffer", v_need, bufs.v.size()),
+            ("output buffer", out_need, bufs.out.size()),
+        ] {
+            if need > have {
+                return Err(OpError::Param {
+                    what,
+                    value: format!("{have} bytes"),
+                    why: "a row reaches past its end (K is key-blocked: whole blocks of 32 rows)",
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Plans, encodes, submits and waits: `out` holds the result when this returns.

@@ -26,7 +26,8 @@ pub struct RowSpec {
     pub q_off: u32,
     /// Element offset of the output row in the output buffer (f32).
     pub out_off: u32,
-    /// Element offset, in the K and V buffers, of key 0 of this row's (sequence, KV head).
+    /// Row-major element offset of key 0 of this row's (sequence, KV head): where its row is
+    /// in V, and which key row it is in the key-blocked K (offset / head_dim).
     pub kv_base: u32,
     /// The canonical key set, relative to key 0 of the sequence.
     pub keys: KeySet,
