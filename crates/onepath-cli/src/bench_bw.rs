@@ -21,7 +21,7 @@ struct Params {
 
 pub fn run(gpu: &Gpu, mib: u64, iters: u32, as_json: bool) -> R<ExitCode> {
     let iters = iters.max(2);
-    let bytes = (mib << 20).min(gpu.max_binding()) / 16 * 16;
+    let bytes = mib.saturating_mul(1 << 20).min(gpu.max_binding()) / 16 * 16;
     if bytes == 0 {
         return Err("--mib must be at least 1".into());
     }
