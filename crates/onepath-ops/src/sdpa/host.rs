@@ -146,11 +146,8 @@ impl Sdpa {
             v: &vb,
             out: &out,
         };
-        let prepared = self.prepare_with(gpu, &rows, rect.head_dim as u32, bufs, schedule)?;
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        prepared.encode(&mut enc, None);
-        gpu.queue.submit([enc.finish()]);
-        gpu.wait_idle()?;
+        self.prepare_with(gpu, &rows, rect.head_dim as u32, bufs, schedule)?
+            .run(gpu)?;
         Ok(read_buffer_as(gpu, &out).await?)
     }
 }

@@ -290,12 +290,7 @@ impl Sdpa {
         kv_stride: u32,
         bufs: SdpaBuffers<'_>,
     ) -> Result<(), OpError> {
-        let prepared = self.prepare(gpu, rows, kv_stride, bufs)?;
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        prepared.encode(&mut enc, None);
-        gpu.queue.submit([enc.finish()]);
-        gpu.wait_idle()?;
-        Ok(())
+        self.prepare(gpu, rows, kv_stride, bufs)?.run(gpu)
     }
 }
 
@@ -340,6 +335,15 @@ impl PreparedSdpa {
     /// Number of compute passes [`encode`](Self::encode) records (two per wave).
     pub fn n_passes(&self) -> u32 {
         2 * self.passes.len() as u32
+    }
+
+    /// Encodes, submits and waits: the output buffer holds the result when this returns.
+    pub fn run(&self, gpu: &Gpu) -> Result<(), OpError> {
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        self.encode(&mut enc, None);
+        gpu.queue.submit([enc.finish()]);
+        gpu.wait_idle()?;
+        Ok(())
     }
 
     /// Records the passes. With `Some((timer, first))`, pass `i` writes its timestamps to timer
