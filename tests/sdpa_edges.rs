@@ -2,7 +2,8 @@
 //! derived in `sdpa_accuracy.rs`) and, where there is an invariant, bitwise:
 //! a single key; rows with no key (exact zeros, reported by `CanonicalMask::empty_rows`); a
 //! window longer than the sequence (== plain causal); masks that differ per head; irregular
-//! (Dense) rows; head_dim 512 over 4097 keys (17 chunks), alone and inside a batch of 2.
+//! (Dense) rows; head_dim 512 over 4097 keys (17 chunks), alone and inside a batch of 2; a row
+//! long enough for the merge to fold over several rounds.
 
 mod common;
 use common::*;
@@ -306,6 +307,40 @@ fn d512_over_4097_keys() {
             &format!("D=512 Tkv=4097 {dt:?}: batch of 2 vs alone"),
         );
     }
+}
+
+/// A row of 36000 keys: 141 chunks, 9 merge groups of 16, more than the merge folds in one
+/// round (8 groups), so the level-2 fold continues across rounds. Within budget, and bitwise
+/// equal to the same row in a batch of 2 beside a shorter neighbour (one round).
+#[test]
+fn long_row_merges_over_several_rounds() {
+    let Some(gpu) = gpu() else { return };
+    let (d, tkv) = (64, 36000);
+    let dt = KvDType::F16;
+    let alone = rect(1, 8, 1, 1, tkv, d);
+    let x = Inputs::gemma(5, &alone, dt);
+    let s = sdpa(gpu, d, dt, 1.0, None);
+    let out = run_in(&s, gpu, &alone, &x, &no_mask(&alone));
+    let want = reference_with(&alone, &x.q, &x.k, &x.v, 1.0, None, |_, _, _, _| true);
+    let acc = assert_accurate("D=64 Tkv=36000", &want, &out, budget(&alone, &x, 1.0, None));
+    eprintln!("D=64 Tkv=36000: {acc:?}");
+
+    let pair = rect(2, 8, 1, 1, tkv, d);
+    let other = Inputs::random(98, &alone, dt);
+    let cat = |a: &[f32], b: &[f32]| -> Vec<f32> { a.iter().chain(b).copied().collect() };
+    let px = Inputs {
+        q: cat(&other.q, &x.q),
+        k: Kv::new(cat(&other.k.f32, &x.k.f32), dt),
+        v: Kv::new(cat(&other.v.f32, &x.v.f32), dt),
+    };
+    let hi = [20000u32, tkv as u32];
+    let pm = mask(&pair, &MaskDesc::new(MaskKind::None).with_key_hi(&hi));
+    let pout = run_in(&s, gpu, &pair, &px, &pm);
+    assert_same_bits(
+        &pout[out.len()..],
+        &out,
+        "D=64 Tkv=36000: batch of 2 vs alone",
+    );
 }
 
 /// A key inside a row's set is never dropped, even when its score is NaN: the row is NaN alone,

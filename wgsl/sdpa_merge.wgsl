@@ -9,13 +9,16 @@
 // fold((m1, l1, a1), (m2, l2, a2)) = (m, l1 e1 + l2 e2, a1 e1 + a2 e2) with m = max(m1, m2),
 // e1 = exp(m1 - m), e2 = exp(m2 - m). A row with no chunk (no key selected) outputs zeros.
 //
-// Mapping: one workgroup per (64-dim slice, row); 4 lanes of 64 threads fold 4 groups at once
-// (rounds of 4 groups), and lane 0 then folds their results in order.
+// Mapping (not part of the contract): one workgroup per (128-dim slice, row). Its 8 warps of
+// 32 invocations ("lanes") fold 8 groups at once, each invocation 4 dims (one vec4), so a row
+// of up to 128 chunks (32768 keys) is one round; lane 0 then folds the group results in order.
+// A partial record is D + 4 floats: max, sum, 2 unused, acc[D], read here as vec4s.
 
 override D: u32 = 256u;
 
 const GROUP: u32 = 16u;
-const LANES: u32 = 4u;
+const LANES: u32 = 8u;
+const DV: u32 = 32u;             // invocations per lane, one vec4 of dims each
 
 struct Params {
     n_rows: u32,
@@ -26,50 +29,44 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> prm: Params;
 @group(0) @binding(1) var<storage, read> plan: array<u32>;
-@group(0) @binding(2) var<storage, read> partials: array<f32>;
+@group(0) @binding(2) var<storage, read> partials: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-var<workgroup> g_a: array<f32, 256>;    // [lane][dim] group results
-var<workgroup> g_ml: array<vec2<f32>, 4>;
+var<workgroup> g_a: array<vec4<f32>, 256>;    // [lane][dv] group results
+var<workgroup> g_ml: array<vec2<f32>, 8>;
 var<workgroup> g_rounds: u32;
 
 struct Part {
     m: f32,
     l: f32,
-    a: f32,
+    a: vec4<f32>,
 }
 
 fn fold(x: Part, y: Part) -> Part {
     let m = max(x.m, y.m);
     let e1 = exp(x.m - m);
     let e2 = exp(y.m - m);
-    return Part(m, fma(x.l, e1, y.l * e2), fma(x.a, e1, y.a * e2));
+    return Part(m, fma(x.l, e1, y.l * e2), fma(x.a, vec4<f32>(e1), y.a * e2));
 }
 
-fn load(c: u32, d: u32) -> Part {
-    let b = c * (D + 4u);
-    return Part(partials[b], partials[b + 1u], partials[b + 4u + d]);
+// Dims 4 dv .. 4 dv + 3 of chunk record c.
+fn load(c: u32, dv: u32) -> Part {
+    let b = c * (D / 4u + 1u);
+    let ml = partials[b];
+    return Part(ml.x, ml.y, partials[b + 1u + dv]);
 }
 
-// Left fold of chunks [c0, c0 + count), count in 1..=16; all loads are issued first.
-fn fold_group(c0: u32, count: u32, d: u32) -> Part {
+// Left fold of chunks [c0, c0 + count), count in 1..=16; loads are issued eight at a time.
+fn fold_group(c0: u32, count: u32, dv: u32) -> Part {
     let last = c0 + count - 1u;
-    let p0 = load(c0, d);
-    let p1 = load(min(c0 + 1u, last), d);
-    let p2 = load(min(c0 + 2u, last), d);
-    let p3 = load(min(c0 + 3u, last), d);
-    let p4 = load(min(c0 + 4u, last), d);
-    let p5 = load(min(c0 + 5u, last), d);
-    let p6 = load(min(c0 + 6u, last), d);
-    let p7 = load(min(c0 + 7u, last), d);
-    let p8 = load(min(c0 + 8u, last), d);
-    let p9 = load(min(c0 + 9u, last), d);
-    let p10 = load(min(c0 + 10u, last), d);
-    let p11 = load(min(c0 + 11u, last), d);
-    let p12 = load(min(c0 + 12u, last), d);
-    let p13 = load(min(c0 + 13u, last), d);
-    let p14 = load(min(c0 + 14u, last), d);
-    let p15 = load(min(c0 + 15u, last), d);
+    let p0 = load(c0, dv);
+    let p1 = load(min(c0 + 1u, last), dv);
+    let p2 = load(min(c0 + 2u, last), dv);
+    let p3 = load(min(c0 + 3u, last), dv);
+    let p4 = load(min(c0 + 4u, last), dv);
+    let p5 = load(min(c0 + 5u, last), dv);
+    let p6 = load(min(c0 + 6u, last), dv);
+    let p7 = load(min(c0 + 7u, last), dv);
     var s = p0;
     if (count > 1u) { s = fold(s, p1); }
     if (count > 2u) { s = fold(s, p2); }
@@ -78,23 +75,34 @@ fn fold_group(c0: u32, count: u32, d: u32) -> Part {
     if (count > 5u) { s = fold(s, p5); }
     if (count > 6u) { s = fold(s, p6); }
     if (count > 7u) { s = fold(s, p7); }
-    if (count > 8u) { s = fold(s, p8); }
-    if (count > 9u) { s = fold(s, p9); }
-    if (count > 10u) { s = fold(s, p10); }
-    if (count > 11u) { s = fold(s, p11); }
-    if (count > 12u) { s = fold(s, p12); }
-    if (count > 13u) { s = fold(s, p13); }
-    if (count > 14u) { s = fold(s, p14); }
-    if (count > 15u) { s = fold(s, p15); }
+    if (count > 8u) {
+        let p8 = load(c0 + 8u, dv);
+        let p9 = load(min(c0 + 9u, last), dv);
+        let p10 = load(min(c0 + 10u, last), dv);
+        let p11 = load(min(c0 + 11u, last), dv);
+        let p12 = load(min(c0 + 12u, last), dv);
+        let p13 = load(min(c0 + 13u, last), dv);
+        let p14 = load(min(c0 + 14u, last), dv);
+        let p15 = load(min(c0 + 15u, last), dv);
+        s = fold(s, p8);
+        if (count > 9u) { s = fold(s, p9); }
+        if (count > 10u) { s = fold(s, p10); }
+        if (count > 11u) { s = fold(s, p11); }
+        if (count > 12u) { s = fold(s, p12); }
+        if (count > 13u) { s = fold(s, p13); }
+        if (count > 14u) { s = fold(s, p14); }
+        if (count > 15u) { s = fold(s, p15); }
+    }
     return s;
 }
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let row = wid.y + wid.z * prm.grid_y;
-    let lane = t / 64u;
-    let dl = t % 64u;
-    let d = wid.x * 64u + dl;
+    let lane = t / DV;
+    let tl = t % DV;
+    let dv = wid.x * DV + tl;
+    let dvc = min(dv, D / 4u - 1u);   // D = 64 leaves half a lane idle: it re-reads dims
     let rec = prm.rows_off + 8u * min(row, prm.n_rows - 1u);
     let part_base = plan[rec + 3u];
     let n = select(0u, plan[rec + 4u], row < prm.n_rows);
@@ -106,14 +114,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         g_rounds = (groups + LANES - 1u) / LANES;
     }
     let rounds = workgroupUniformLoad(&g_rounds);
-    var acc = Part(0.0, 0.0, 0.0);
+    var acc = Part(0.0, 0.0, vec4<f32>(0.0));
     for (var r = 0u; r < rounds; r++) {
         let gi = r * LANES + lane;
         if (gi < groups) {
             let c0 = gi * GROUP;
-            let s = fold_group(part_base + c0, min(GROUP, n - c0), d);
-            g_a[lane * 64u + dl] = s.a;
-            if (dl == 0u) {
+            let s = fold_group(part_base + c0, min(GROUP, n - c0), dvc);
+            g_a[lane * DV + tl] = s.a;
+            if (tl == 0u) {
                 g_ml[lane] = vec2<f32>(s.m, s.l);
             }
         }
@@ -122,7 +130,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (var i = 0u; i < LANES; i++) {
                 let gj = r * LANES + i;
                 if (gj < groups) {
-                    let p = Part(g_ml[i].x, g_ml[i].y, g_a[i * 64u + dl]);
+                    let p = Part(g_ml[i].x, g_ml[i].y, g_a[i * DV + tl]);
                     if (gj == 0u) {
                         acc = p;
                     } else {
@@ -133,7 +141,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
     }
-    if (lane == 0u && row < prm.n_rows && d < D) {
-        out[out_off + d] = select(0.0, acc.a / acc.l, n > 0u);
+    if (lane == 0u && row < prm.n_rows && dv < D / 4u) {
+        let o = select(vec4<f32>(0.0), acc.a / acc.l, n > 0u);
+        let d = out_off + 4u * dv;
+        out[d] = o.x;
+        out[d + 1u] = o.y;
+        out[d + 2u] = o.z;
+        out[d + 3u] = o.w;
     }
 }

@@ -31,8 +31,12 @@ pub fn sdpa(gpu: &Gpu, grid: &SdpaGrid, as_json: bool) -> R<ExitCode> {
     if !as_json {
         println!("adapter: {}", gpu.describe());
         println!(
-            "decode SDPA, 8 query heads : 1 KV head, f16 K/V, scale 1.0; time = GPU timestamps \
-             (chunk + merge passes, first to last timestamp of {iters} back-to-back calls after a 0.3 s warm-up, per call)\nwhere available;\nwall = mean wall-clock time per call over the same back-to-back submission\n"
+            "decode SDPA, 8 query heads : 1 KV head, f16 K/V, scale 1.0\n\
+             GPU = GPU timestamps, per call: {iters} back-to-back calls (one compute pass each, \
+             after a 0.3 s warm-up), first to last timestamp\n\
+             wall = mean wall-clock time per call over the same submission\n\
+             chunk+merge = each kernel timed in a pass of its own\n\
+             1-pass = per call, with all {iters} calls recorded into one compute pass\n"
         );
         println!(
             "{:>5} {:>4} {:>6}  {:>11} {:>11}  {:>9}  {:>15}  {:>11}",
@@ -145,6 +149,11 @@ fn sdpa_case(
     let per = sets[0].0.n_passes();
     let mut t = crate::util::time_calls(gpu, sets.len(), per, iters, |enc, i, timing| {
         sets[i].0.encode(enc, timing)
+    })?;
+    // The breakdown times the chunk and merge kernels each in a pass of its own.
+    let split = sets[0].0.n_split_passes();
+    t.pass_ns = crate::util::time_passes(gpu, sets.len(), split, iters, |enc, i, timing| {
+        sets[i].0.encode_split(enc, timing)
     })?;
     t.one_pass_ns =
         crate::util::time_one_pass(gpu, sets.len(), iters, |pass, i| sets[i].0.dispatch(pass))?;

@@ -110,33 +110,47 @@ pub fn time_calls(
     };
     let gpu_ns = pollster::block_on(span.read_total_ns(gpu))? / f64::from(iters);
 
-    // Breakdown: every pass timed, begin to end (gaps between passes excluded).
-    let timer = GpuTimer::new(gpu, passes * iters);
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
-    for it in 0..iters {
-        let timing = timer.as_ref().map(|t| (t, it * passes));
-        encode(&mut enc, it as usize % n_sets, timing);
-    }
-    let in_flight = submit_batch();
-    if let Some(t) = &timer {
-        t.resolve(&mut enc);
-    }
-    gpu.queue.submit([enc.finish()]);
-    gpu.wait_for(in_flight)?;
-    gpu.wait_idle()?;
-    let mut pass_ns = vec![0.0; passes as usize];
-    if let Some(t) = &timer {
-        let ts = pollster::block_on(t.read_ns(gpu))?;
-        for (i, p) in ts.chunks_exact(2).enumerate() {
-            pass_ns[i % passes as usize] += (p[1] - p[0]) / f64::from(iters);
-        }
-    }
+    let pass_ns = time_passes(gpu, n_sets, passes, iters, &encode)?;
     Ok(Timing {
         gpu_ns: Some(gpu_ns),
         wall_ns: wall,
         pass_ns,
         one_pass_ns: None,
     })
+}
+
+/// Mean GPU ns of each of a call's `passes` passes, begin to end of that pass (gaps between
+/// passes excluded), over `iters` back-to-back calls queued behind a warm batch. `encode` is
+/// as for [`time_calls`]; it may split a call into more passes than the headline form does.
+pub fn time_passes(
+    gpu: &Gpu,
+    n_sets: usize,
+    passes: u32,
+    iters: u32,
+    encode: impl Fn(&mut onepath_gpu::wgpu::CommandEncoder, usize, Option<(&GpuTimer, u32)>),
+) -> Result<Vec<f64>, onepath_gpu::GpuError> {
+    let mut pass_ns = vec![0.0; passes as usize];
+    let Some(timer) = GpuTimer::new(gpu, passes * iters) else {
+        return Ok(pass_ns);
+    };
+    let mut warm = gpu.device.create_command_encoder(&Default::default());
+    for it in 0..(iters as usize).max(n_sets) {
+        encode(&mut warm, it % n_sets, None);
+    }
+    let in_flight = gpu.queue.submit([warm.finish()]);
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    for it in 0..iters {
+        encode(&mut enc, it as usize % n_sets, Some((&timer, it * passes)));
+    }
+    timer.resolve(&mut enc);
+    gpu.queue.submit([enc.finish()]);
+    gpu.wait_for(in_flight)?;
+    gpu.wait_idle()?;
+    let ts = pollster::block_on(timer.read_ns(gpu))?;
+    for (i, p) in ts.chunks_exact(2).enumerate() {
+        pass_ns[i % passes as usize] += (p[1] - p[0]) / f64::from(iters);
+    }
+    Ok(pass_ns)
 }
 
 /// Per-call GPU ns of `iters` calls recorded into one compute pass, timestamped at the pass's

@@ -82,6 +82,9 @@ pub const ROWS_BELOW_ITEMS: u32 = 32;
 /// Head dims the kernel is written for (its P.V split needs `512 / head_dim` to be whole).
 pub const HEAD_DIMS: [usize; 4] = [64, 128, 256, 512];
 
+/// Dims of a row one merge workgroup writes (`wgsl/sdpa_merge.wgsl`: 32 invocations x vec4).
+const MERGE_DIMS: u32 = 128;
+
 /// The compiled pipelines for one [`SdpaConfig`] on one device: the chunk kernel twice (for
 /// groups whose rows share one span, and for the rest; the first needs far fewer registers,
 /// the arithmetic is the same) and the merge.
@@ -233,7 +236,7 @@ impl Sdpa {
             passes.push(WavePass {
                 chunks,
                 merge_bg,
-                merge_grid: (d.div_ceil(64), my, mz),
+                merge_grid: (d.div_ceil(MERGE_DIMS), my, mz),
                 _keep: [plan, partials, mu],
             });
         }
@@ -332,9 +335,9 @@ struct WavePass {
 }
 
 impl PreparedSdpa {
-    /// Number of compute passes [`encode`](Self::encode) records (two per wave).
+    /// Number of compute passes [`encode`](Self::encode) records (one per wave).
     pub fn n_passes(&self) -> u32 {
-        2 * self.passes.len() as u32
+        self.passes.len() as u32
     }
 
     /// Encodes, submits and waits: the output buffer holds the result when this returns.
@@ -346,9 +349,30 @@ impl PreparedSdpa {
         Ok(())
     }
 
-    /// Records the passes. With `Some((timer, first))`, pass `i` writes its timestamps to timer
-    /// slot `first + i`.
+    /// Records one compute pass per wave, holding its chunk and merge dispatches (wgpu puts a
+    /// barrier between them). A pass boundary costs some drivers several microseconds, so a
+    /// call is one pass, not two. With `Some((timer, first))`, pass `i` writes its timestamps
+    /// to timer slot `first + i`.
     pub fn encode(&self, enc: &mut wgpu::CommandEncoder, timing: Option<(&GpuTimer, u32)>) {
+        let timer = timing.map(|t| t.0);
+        let first = timing.map_or(0, |t| t.1);
+        for (i, w) in self.passes.iter().enumerate() {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("sdpa"),
+                timestamp_writes: timer.map(|t| t.writes(first + i as u32)),
+            });
+            self.record_wave(w, &mut pass);
+        }
+    }
+
+    /// Number of compute passes [`encode_split`](Self::encode_split) records (two per wave).
+    pub fn n_split_passes(&self) -> u32 {
+        2 * self.passes.len() as u32
+    }
+
+    /// As [`encode`](Self::encode), but the chunk and merge dispatches of each wave in passes
+    /// of their own (timer slots `first + 2i` and `first + 2i + 1`): for timing each kernel.
+    pub fn encode_split(&self, enc: &mut wgpu::CommandEncoder, timing: Option<(&GpuTimer, u32)>) {
         let timer = timing.map(|t| t.0);
         let first = timing.map_or(0, |t| t.1);
         for (i, w) in self.passes.iter().enumerate() {
@@ -366,30 +390,31 @@ impl PreparedSdpa {
                 label: Some("sdpa merge"),
                 timestamp_writes: timer.map(|t| t.writes(i + 1)),
             });
-            pass.set_pipeline(&self.merge);
-            pass.set_bind_group(0, &w.merge_bg, &[]);
-            let (x, y, z) = w.merge_grid;
-            if y > 0 {
-                pass.dispatch_workgroups(x, y, z);
-            }
+            self.record_merge(w, &mut pass);
         }
     }
-}
 
-impl PreparedSdpa {
     /// Records every wave's chunk and merge dispatches into an open compute pass (several ops
     /// in one pass cost less than a pass each; wgpu orders the merge after its chunk pass).
     pub fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>) {
         for w in &self.passes {
-            for c in &w.chunks {
-                c.record(pass);
-            }
-            pass.set_pipeline(&self.merge);
-            pass.set_bind_group(0, &w.merge_bg, &[]);
-            let (x, y, z) = w.merge_grid;
-            if y > 0 {
-                pass.dispatch_workgroups(x, y, z);
-            }
+            self.record_wave(w, pass);
+        }
+    }
+
+    fn record_wave(&self, w: &WavePass, pass: &mut wgpu::ComputePass<'_>) {
+        for c in &w.chunks {
+            c.record(pass);
+        }
+        self.record_merge(w, pass);
+    }
+
+    fn record_merge(&self, w: &WavePass, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.merge);
+        pass.set_bind_group(0, &w.merge_bg, &[]);
+        let (x, y, z) = w.merge_grid;
+        if y > 0 {
+            pass.dispatch_workgroups(x, y, z);
         }
     }
 }
