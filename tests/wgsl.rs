@@ -236,6 +236,23 @@ fn chunk_and_group_constants_match_the_planner() {
     );
 }
 
+/// The matmul kernels' rows of x per workgroup are the host's (it sizes the grid with them).
+#[test]
+fn matmul_constants_match_the_host() {
+    for file in ["qmatmul.wgsl", "matmul_dense.wgsl"] {
+        let (name, src) = wgsl_files()
+            .into_iter()
+            .find(|(n, _)| n == file)
+            .unwrap_or_else(|| panic!("wgsl/{file}"));
+        let module = parse(&name, &src);
+        assert_eq!(
+            const_u32(&module, "MT") as usize,
+            onepath::ops::qmm::MT,
+            "{file}: MT"
+        );
+    }
+}
+
 /// Every file in `wgsl/` is compiled by the ops crate, from the file's current text.
 #[test]
 fn every_shader_is_a_registered_kernel() {
