@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-out = os.environ.get("OUT", sys.argv[1] if len(sys.argv) > 1 else ".")
+out = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("OUT", ".")
 
 
 def f1(x):

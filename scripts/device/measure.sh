@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The full measurement behind BENCHMARKS.md, run on the lent GPU machine (see the tool library's
+# device README): onepath's benches twice around PyTorch's, the read ceiling, parity, all in one
+# call so that every figure shares the machine. Needs `.devbin/onepath` (a release build made
+# here) and `.gl` (the loader .debs) carried. Leaves the JSON in $OUT/results.tgz and prints the
+# comparison tables.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/device/prelude.sh
+op=.devbin/onepath
+r=$OUT/results
+mkdir -p "$r"
+$op info > "$r/info.txt" 2>&1
+python3 -c "import torch; print(torch.__version__, torch.version.cuda)" > "$r/torch_version.txt" 2>&1
+$op bench sdpa --json > "$r/onepath_sdpa.json" 2> "$r/onepath_sdpa.err"
+(cd bench/peers && python3 torch_sdpa.py) > "$r/torch_sdpa.json" 2> "$r/torch_sdpa.err"
+$op bench sdpa --json > "$r/onepath_sdpa2.json" 2> "$r/onepath_sdpa2.err"
+$op bench qmatmul --json > "$r/onepath_qmm.json" 2> "$r/onepath_qmm.err"
+(cd bench/peers && python3 torch_int4.py) > "$r/torch_int4.json" 2> "$r/torch_int4.err"
+$op bench bandwidth --json > "$r/bandwidth.json" 2> "$r/bandwidth.err"
+$op parity --json > "$r/parity.json" 2> "$r/parity.err"
+echo "parity exit status: $?"
+python3 scripts/device/summary.py "$r"
+python3 - "$r" <<'PY'
+import json, sys
+b = json.load(open(sys.argv[1] + "/bandwidth.json"))
+print("bandwidth:", {k: v for k, v in b.items() if k != "adapter"})
+PY
+tar -C "$OUT" -czf "$OUT/results.tgz" results && rm -r "$r"
