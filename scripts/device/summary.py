@@ -27,12 +27,14 @@ def load(name):
 def compare(title, ours, peer):
     """One line per case: onepath (own passes, one pass, GB/s), PyTorch (per call, graph), and
     the ratios PyTorch / onepath per call and graph / one pass."""
-    print(title, "| onepath us (1-pass) GB/s | torch us (graph) | torch/onepath: per call, graph vs 1-pass")
+    print(title, "| onepath us [span min-max] (1-pass) GB/s | torch us (graph) | torch/onepath: per call, graph vs 1-pass")
     for key, r in ours:
         p = peer.get(key, {})
         g, one = r.get("gpu_us"), r.get("one_pass_us")
         pt, ps = p.get("time_us"), p.get("span_us")
-        print(f"{key} | {f1(g)} ({f1(one)}) {r['effective_gb_s']:.0f} | {f1(pt)} ({f1(ps)}) |"
+        runs = r.get("gpu_runs_us") or []
+        spread = f" [{min(runs):.1f}-{max(runs):.1f}]" if runs else ""
+        print(f"{key} | {f1(g)}{spread} ({f1(one)}) {r['effective_gb_s']:.0f} | {f1(pt)} ({f1(ps)}) |"
               f" {ratio(pt, g)} {ratio(ps, one)}")
 
 

@@ -1,6 +1,6 @@
 //! `onepath bench ...`: benchmarks that print numbers (never pass/fail).
 
-use crate::util::{adapter_json, rms_rows};
+use crate::util::{SPANS, adapter_json, rms_rows};
 use half::f16;
 use onepath_gpu::Gpu;
 use onepath_mask::{MaskDesc, MaskKind, canonicalize};
@@ -33,7 +33,7 @@ pub fn sdpa(gpu: &Gpu, grid: &SdpaGrid, as_json: bool) -> R<ExitCode> {
         println!(
             "decode SDPA, 8 query heads : 1 KV head, f16 K/V, scale 1.0\n\
              GPU = GPU timestamps, per call: {iters} back-to-back calls (one compute pass each, \
-             after a 0.3 s warm-up), first to last timestamp\n\
+             after a 0.3 s warm-up), first to last timestamp; the median of {SPANS} such spans\n\
              wall = mean wall-clock time per call over the same submission\n\
              chunk+merge = each kernel timed in a pass of its own\n\
              1-pass = per call, with all {iters} calls recorded into one compute pass\n"
@@ -86,7 +86,7 @@ pub fn sdpa(gpu: &Gpu, grid: &SdpaGrid, as_json: bool) -> R<ExitCode> {
                             );
                         }
                         rows.push(json!({"batch": batch, "head_dim": d, "keys": keys,
-                            "gpu_us": gpu_ns.map(|x| x / 1e3), "wall_us": wall_ns / 1e3,
+                            "gpu_us": gpu_ns.map(|x| x / 1e3), "gpu_runs_us": tm.gpu_runs_ns.iter().map(|x| x / 1e3).collect::<Vec<_>>(), "wall_us": wall_ns / 1e3,
                             "pass_us": pass_us,
                             "one_pass_us": tm.one_pass_ns.map(|x| x / 1e3), "kv_bytes": kv_bytes, "effective_gb_s": gbs}));
                     }

@@ -2,7 +2,7 @@
 //! same two ways as the other benchmarks. The ceiling the SDPA and matmul GB/s figures are
 //! measured against.
 
-use crate::util::{adapter_json, time_calls, time_one_pass};
+use crate::util::{SPANS, adapter_json, time_calls, time_one_pass};
 use onepath_gpu::Gpu;
 use onepath_ops::kernels;
 use serde_json::json;
@@ -68,14 +68,15 @@ pub fn run(gpu: &Gpu, mib: u64, iters: u32, as_json: bool) -> R<ExitCode> {
     let own = gbs(t.gpu_ns.or(Some(t.wall_ns)));
     if as_json {
         let out = json!({"adapter": adapter_json(gpu), "bench": "read_bandwidth", "bytes": bytes,
-            "gpu_us": t.gpu_ns.map(|x| x / 1e3), "wall_us": t.wall_ns / 1e3,
+            "gpu_us": t.gpu_ns.map(|x| x / 1e3), "gpu_runs_us": t.gpu_runs_ns.iter().map(|x| x / 1e3).collect::<Vec<_>>(), "wall_us": t.wall_ns / 1e3,
             "one_pass_us": one.map(|x| x / 1e3), "effective_gb_s": own,
             "one_pass_gb_s": gbs(one)});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("adapter: {}", gpu.describe());
         println!(
-            "read ceiling: one pass over {} MiB per call, {iters} calls back to back",
+            "read ceiling: one pass over {} MiB per call, {iters} calls back to back \
+             (median of {SPANS} spans)",
             bytes >> 20
         );
         let show = |ns: Option<f64>| {

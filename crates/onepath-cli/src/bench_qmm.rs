@@ -1,11 +1,11 @@
 //! `onepath bench qmatmul`: the batch-invariant quantized matmul on Gemma 4 E2B's MLP and
 //! LM-head shapes (4-bit, group 64, bf16 scales), decode (M = 1) and prefill (M = 512).
 //!
-//! Time is the GPU timestamp span of back-to-back matmul passes, per call, where the device has timestamps,
-//! else wall clock. Weights are random (never zeros) and rotated among enough copies that every
+//! Time is the GPU timestamp span of back-to-back matmul passes, per call (the median of
+//! `util::SPANS` spans), where the device has timestamps, else wall clock. Weights are random (never zeros) and rotated among enough copies that every
 //! call reads at least 256 MiB that the previous calls did not, so M = 1 times are DRAM times.
 
-use crate::util::adapter_json;
+use crate::util::{SPANS, adapter_json};
 use onepath_gpu::Gpu;
 use onepath_ops::qmm::{QMatmul, QWeights};
 use onepath_weights::{DType, QuantParams, QuantizedTensor};
@@ -71,6 +71,8 @@ fn random_weights(n: usize, k: usize) -> R<QuantizedTensor<'static>> {
 
 struct Timing {
     gpu_ns: Option<f64>,
+    /// The spans behind `gpu_ns` (their median), per call.
+    gpu_runs_ns: Vec<f64>,
     wall_ns: f64,
     /// GPU ns inside the pass (begin to end), gaps between calls excluded.
     pass_ns: Option<f64>,
@@ -79,7 +81,7 @@ struct Timing {
     copies: usize,
 }
 
-/// Median time of one `m`-row call, rotating among weight copies.
+/// Time of one `m`-row call (see `util::time_calls`), rotating among weight copies.
 fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32) -> R<Timing> {
     let (n, k) = (q.rows(), q.cols());
     let y_bytes = (m * n * 4) as u64;
@@ -112,6 +114,7 @@ fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32) -> R<Timing> 
     Ok(Timing {
         one_pass_ns,
         gpu_ns: t.gpu_ns,
+        gpu_runs_ns: t.gpu_runs_ns,
         wall_ns: t.wall_ns,
         pass_ns: t.pass_ns.first().copied(),
         copies,
@@ -125,7 +128,7 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
         println!("adapter: {}", gpu.describe());
         println!(
             "quantized matmul y = x W^T, {BITS}-bit group {GROUP}, bf16 scales/biases; time = GPU \
-             timestamps (first to last of {iters} back-to-back calls after a 0.3 s warm-up, per call)\nwhere available, else wall clock\n"
+             timestamps (first to last of {iters} back-to-back calls after a 0.3 s warm-up, per call;\nmedian of {SPANS} such spans) where available, else wall clock\n"
         );
         println!(
             "{:>14} {:>5} {:>11} {:>11} {:>9} {:>9} {:>10} {:>11}",
@@ -166,7 +169,7 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
                         );
                     }
                     rows.push(json!({"n": n, "k": k, "m": m,
-                        "gpu_us": t.gpu_ns.map(|x| x / 1e3), "wall_us": t.wall_ns / 1e3,
+                        "gpu_us": t.gpu_ns.map(|x| x / 1e3), "gpu_runs_us": t.gpu_runs_ns.iter().map(|x| x / 1e3).collect::<Vec<_>>(), "wall_us": t.wall_ns / 1e3,
                         "pass_us": t.pass_ns.map(|x| x / 1e3),
                         "one_pass_us": t.one_pass_ns.map(|x| x / 1e3), "weight_bytes": wbytes, "effective_gb_s": gbs, "tflop_s": tflops,
                         "weight_copies": t.copies}));

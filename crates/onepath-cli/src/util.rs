@@ -34,12 +34,29 @@ pub fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "NO" }
 }
 
+/// How many times [`time_calls`] times its back-to-back calls; it reports the median.
+pub const SPANS: usize = 5;
+
+/// The median of `x` (the mean of the middle two for an even count); NaN when empty.
+pub fn median(x: &[f64]) -> f64 {
+    let mut v = x.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// What [`time_calls`] measured.
 pub struct Timing {
     /// GPU ns per call: from the start of the first call to the end of the last of `iters`
-    /// back-to-back calls, over `iters`, where the device has timestamps.
+    /// back-to-back calls, over `iters`; the median of [`SPANS`] such spans. `None` where the
+    /// device has no timestamps.
     pub gpu_ns: Option<f64>,
-    /// Wall-clock ns per call over the same submission.
+    /// The per-call GPU ns of each of the SPANS repetitions behind `gpu_ns` (their median).
+    pub gpu_runs_ns: Vec<f64>,
+    /// Wall-clock ns per call over the same submissions (median).
     pub wall_ns: f64,
     /// Mean GPU ns of each of a call's passes, begin to end of that pass (gaps excluded).
     pub pass_ns: Vec<f64>,
@@ -79,40 +96,54 @@ pub fn time_calls(
 
     // Headline: timestamps only on the first and last call (per-pass timestamps add their own
     // gaps), submitted behind a warm batch so the GPU goes straight from one to the other.
-    let span = GpuTimer::new(gpu, 2 * passes);
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
-    for it in 0..iters {
-        let slot = if it == 0 {
-            Some(0)
-        } else if it == iters - 1 {
-            Some(passes)
-        } else {
-            None
-        };
-        let timing = span.as_ref().zip(slot);
-        encode(&mut enc, it as usize % n_sets, timing);
-    }
-    if let Some(t) = &span {
-        t.resolve(&mut enc);
+    // Repeated SPANS times; the median is reported (a span now and then runs 1.5 to 3 times
+    // long on the H100, in the middle of a series of normal ones, so one span is not enough).
+    let mut gpu_runs = Vec::with_capacity(SPANS);
+    let mut wall_runs = Vec::with_capacity(SPANS);
+    for _ in 0..SPANS {
+        let span = GpuTimer::new(gpu, 2 * passes);
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        for it in 0..iters {
+            let slot = if it == 0 {
+                Some(0)
+            } else if it == iters - 1 {
+                Some(passes)
+            } else {
+                None
+            };
+            let timing = span.as_ref().zip(slot);
+            encode(&mut enc, it as usize % n_sets, timing);
+        }
+        if let Some(t) = &span {
+            t.resolve(&mut enc);
+        }
+        gpu.wait_for(in_flight)?;
+        let t0 = Instant::now();
+        gpu.queue.submit([enc.finish()]);
+        gpu.wait_idle()?;
+        wall_runs.push(t0.elapsed().as_nanos() as f64 / f64::from(iters));
+        if let (Some(span), true) = (span, iters > 1) {
+            gpu_runs.push(pollster::block_on(span.read_total_ns(gpu))? / f64::from(iters));
+        }
+        in_flight = submit_batch();
     }
     gpu.wait_for(in_flight)?;
-    let t0 = Instant::now();
-    gpu.queue.submit([enc.finish()]);
-    gpu.wait_idle()?;
-    let wall = t0.elapsed().as_nanos() as f64 / f64::from(iters);
-    let (Some(span), true) = (span, iters > 1) else {
+    let wall = median(&wall_runs);
+    if gpu_runs.is_empty() {
         return Ok(Timing {
             gpu_ns: None,
+            gpu_runs_ns: Vec::new(),
             wall_ns: wall,
             pass_ns: Vec::new(),
             one_pass_ns: None,
         });
-    };
-    let gpu_ns = pollster::block_on(span.read_total_ns(gpu))? / f64::from(iters);
+    }
+    let gpu_ns = median(&gpu_runs);
 
     let pass_ns = time_passes(gpu, n_sets, passes, iters, &encode)?;
     Ok(Timing {
         gpu_ns: Some(gpu_ns),
+        gpu_runs_ns: gpu_runs,
         wall_ns: wall,
         pass_ns,
         one_pass_ns: None,
@@ -154,8 +185,9 @@ pub fn time_passes(
 }
 
 /// Per-call GPU ns of `iters` calls recorded into one compute pass, timestamped at the pass's
-/// two ends (after a short warm-up in the same form), or `None` without timestamps. This is how
-/// a model's decode step encodes its ops: one pass, no per-pass overhead.
+/// two ends (after a short warm-up in the same form; the median of [`SPANS`] such passes), or
+/// `None` without timestamps. This is how a model's decode step encodes its ops: one pass, no
+/// per-pass overhead.
 pub fn time_one_pass(
     gpu: &Gpu,
     n_sets: usize,
@@ -181,11 +213,16 @@ pub fn time_one_pass(
         }
         enc.finish()
     };
-    let warm = gpu.queue.submit([record(false)]);
-    let timed = record(true);
-    gpu.wait_for(warm)?;
-    gpu.queue.submit([timed]);
-    gpu.wait_idle()?;
+    // The median of SPANS timed submissions, each queued behind an untimed one.
     let calls = (iters as usize).max(n_sets) as f64;
-    Ok(Some(pollster::block_on(timer.read_total_ns(gpu))? / calls))
+    let mut runs = Vec::with_capacity(SPANS);
+    for _ in 0..SPANS {
+        let warm = gpu.queue.submit([record(false)]);
+        let timed = record(true);
+        gpu.wait_for(warm)?;
+        gpu.queue.submit([timed]);
+        gpu.wait_idle()?;
+        runs.push(pollster::block_on(timer.read_total_ns(gpu))? / calls);
+    }
+    Ok(Some(median(&runs)))
 }
