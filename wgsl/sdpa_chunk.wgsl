@@ -94,6 +94,23 @@ fn k_word(key_elem: u32, e: u32) -> u32 {
     return (r / 32u) * (32u * (D / e)) + r % 32u;
 }
 
+// The storage words of dims (2 pair, 2 pair + 1) of a V row: one packed f16 pair (.x) or two
+// f32s; `unpack_v` turns them into the values `load_v2` returns.
+fn v_words(key_elem: u32, pair: u32) -> vec2<u32> {
+    if (KV_F16) {
+        return vec2<u32>(v[key_elem / 2u + pair], 0u);
+    }
+    let i = key_elem + 2u * pair;
+    return vec2<u32>(v[i], v[i + 1u]);
+}
+
+fn unpack_v(w: vec2<u32>) -> vec2<f32> {
+    if (KV_F16) {
+        return unpack2x16float(w.x);
+    }
+    return bitcast<vec2<f32>>(w);
+}
+
 fn load_v2(key_elem: u32, pair: u32) -> vec2<f32> {
     if (KV_F16) {
         return unpack2x16float(v[key_elem / 2u + pair]);
@@ -318,6 +335,55 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     u[2u * t + 1u] = s_b;
     workgroupBarrier();
 
+    // Phase 4's split of the chunk, and its first sixteen V words, loaded now so that their
+    // latency overlaps the softmax phases (head_dim <= 256 only: at 512 the kernel already
+    // holds 77 registers, and it measured no faster there).
+    let pairs = D / 2u;
+    let n_split = WG / pairs;
+    let sp = t / pairs;
+    let pair = t % pairs;
+    let span = CHUNK / n_split;
+    let k_end = select(0u, min(CHUNK, max_hi - start), live && max_hi > start);
+    let k0 = sp * span;
+    let k1 = min(k0 + span, k_end);
+    let vbase = key_base + start * prm.kv_stride;
+    let vs = prm.kv_stride;
+    let pre = D <= 256u && k0 + 16u <= k1;
+    var f0 = vec2<u32>(0u);
+    var f1 = vec2<u32>(0u);
+    var f2 = vec2<u32>(0u);
+    var f3 = vec2<u32>(0u);
+    var f4 = vec2<u32>(0u);
+    var f5 = vec2<u32>(0u);
+    var f6 = vec2<u32>(0u);
+    var f7 = vec2<u32>(0u);
+    var f8 = vec2<u32>(0u);
+    var f9 = vec2<u32>(0u);
+    var f10 = vec2<u32>(0u);
+    var f11 = vec2<u32>(0u);
+    var f12 = vec2<u32>(0u);
+    var f13 = vec2<u32>(0u);
+    var f14 = vec2<u32>(0u);
+    var f15 = vec2<u32>(0u);
+    if (pre) {
+        f0 = v_words(vbase + (k0 + 0u) * vs, pair);
+        f1 = v_words(vbase + (k0 + 1u) * vs, pair);
+        f2 = v_words(vbase + (k0 + 2u) * vs, pair);
+        f3 = v_words(vbase + (k0 + 3u) * vs, pair);
+        f4 = v_words(vbase + (k0 + 4u) * vs, pair);
+        f5 = v_words(vbase + (k0 + 5u) * vs, pair);
+        f6 = v_words(vbase + (k0 + 6u) * vs, pair);
+        f7 = v_words(vbase + (k0 + 7u) * vs, pair);
+        f8 = v_words(vbase + (k0 + 8u) * vs, pair);
+        f9 = v_words(vbase + (k0 + 9u) * vs, pair);
+        f10 = v_words(vbase + (k0 + 10u) * vs, pair);
+        f11 = v_words(vbase + (k0 + 11u) * vs, pair);
+        f12 = v_words(vbase + (k0 + 12u) * vs, pair);
+        f13 = v_words(vbase + (k0 + 13u) * vs, pair);
+        f14 = v_words(vbase + (k0 + 14u) * vs, pair);
+        f15 = v_words(vbase + (k0 + 15u) * vs, pair);
+    }
+
     // Phase 2: per-row maximum over the chunk (max is exact: any order gives the same value).
     reduce_rows(t, true, RMAX);
 
@@ -340,19 +406,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
 
     // Phase 4: P.V. Thread t owns dims (2*pair, 2*pair+1) of all rows over split `sp` of the
-    // chunk, keys in order; V loads are issued sixteen keys at a time.
-    let pairs = D / 2u;
-    let n_split = WG / pairs;
-    let sp = t / pairs;
-    let pair = t % pairs;
-    let span = CHUNK / n_split;
-    let k_end = select(0u, min(CHUNK, max_hi - start), live && max_hi > start);
-    let k0 = sp * span;
-    let k1 = min(k0 + span, k_end);
-    let vbase = key_base + start * prm.kv_stride;
-    let vs = prm.kv_stride;
+    // chunk, keys in order; V loads are issued sixteen keys at a time (the first sixteen
+    // before phase 2, see above).
     var pv = Pv(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     var kk = k0;
+    if (pre) {
+        pv = pv_step(pv, kk + 0u, unpack_v(f0), same);
+        pv = pv_step(pv, kk + 1u, unpack_v(f1), same);
+        pv = pv_step(pv, kk + 2u, unpack_v(f2), same);
+        pv = pv_step(pv, kk + 3u, unpack_v(f3), same);
+        pv = pv_step(pv, kk + 4u, unpack_v(f4), same);
+        pv = pv_step(pv, kk + 5u, unpack_v(f5), same);
+        pv = pv_step(pv, kk + 6u, unpack_v(f6), same);
+        pv = pv_step(pv, kk + 7u, unpack_v(f7), same);
+        pv = pv_step(pv, kk + 8u, unpack_v(f8), same);
+        pv = pv_step(pv, kk + 9u, unpack_v(f9), same);
+        pv = pv_step(pv, kk + 10u, unpack_v(f10), same);
+        pv = pv_step(pv, kk + 11u, unpack_v(f11), same);
+        pv = pv_step(pv, kk + 12u, unpack_v(f12), same);
+        pv = pv_step(pv, kk + 13u, unpack_v(f13), same);
+        pv = pv_step(pv, kk + 14u, unpack_v(f14), same);
+        pv = pv_step(pv, kk + 15u, unpack_v(f15), same);
+        kk += 16u;
+    }
     for (; kk + 16u <= k1; kk += 16u) {
         let v0 = load_v2(vbase + (kk + 0u) * vs, pair);
         let v1 = load_v2(vbase + (kk + 1u) * vs, pair);
