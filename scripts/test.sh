@@ -24,7 +24,7 @@ cargo test --workspace
 step "GPU conformance tests on the GL backend, with wgpu's shader run-time checks on"
 if ONEPATH_BACKEND=gl target/debug/onepath info 2>/dev/null | grep -q Gl; then
     ONEPATH_BACKEND=gl ONEPATH_SHADER_CHECKS=1 cargo test --test sdpa_invariance --test sdpa_decode --test sdpa_edges \
-        --test sdpa_accuracy --test sdpa_schedule --test qmatmul --test one_pass
+        --test sdpa_accuracy --test sdpa_schedule --test sdpa_workspace --test qmatmul --test one_pass
 else
     echo "no GL adapter on this machine: GL backend not tested here"
 fi

@@ -77,7 +77,7 @@ pub fn qplan(n: usize, m: usize, lanes: u32) -> QPlan {
 
 /// Lanes per output element of the quantized kernel for a row of `k` inputs at `bits` bits: a
 /// function of K (and the bit width) only, part of the numerical contract. A row is
-/// `units = k * bits / 128` vec4<u32>; each lane takes at least 3 of them (a power of two in
+/// `units = k * bits / 128` `vec4<u32>`; each lane takes at least 3 of them (a power of two in
 /// 1..=64).
 pub fn lanes_quant(k: usize, bits: u32) -> u32 {
     prev_pow2(k * bits as usize / 128 / 3).min(64) as u32

@@ -52,7 +52,7 @@ impl KvData<'_> {
 pub const KEY_BLOCK: usize = 32;
 
 /// Elements a K buffer of `rows` key rows (of `head_dim` values) occupies in the key-blocked
-/// layout: whole blocks of [`KEY_BLOCK`] rows.
+/// layout: whole blocks of 32 rows.
 pub fn key_blocks_len(rows: u64, head_dim: usize) -> usize {
     (rows as usize).div_ceil(KEY_BLOCK) * KEY_BLOCK * head_dim
 }

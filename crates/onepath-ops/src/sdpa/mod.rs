@@ -17,14 +17,21 @@
 //!
 //! [`rect_rows`] builds rows for the usual `[B, H, T, D]` tensors; a token-major cache
 //! `[tokens, H_kv, D]` only needs other `kv_base`/`kv_stride` values.
+//!
+//! A call is prepared (planned, given its buffers, bound) and then encoded:
+//! [`Sdpa::prepare`] creates its plan and partials buffers; [`Sdpa::prepare_in`] takes them
+//! from an [`SdpaWorkspace`], which a decode loop keeps from step to step
+//! (`examples/decode_loop.rs`).
 
 mod host;
 mod plan;
 mod rect;
+mod workspace;
 
 pub use host::{KvData, key_blocks, key_blocks_len};
 pub use plan::{CHUNK, GROUP_ROWS, GROUP_WORDS, RowSpec, Wave, n_chunks, plan_rows};
 pub use rect::{Rect, rect_rows};
+pub use workspace::{PreparedIn, SdpaWorkspace};
 
 use crate::{OpError, kernels};
 use onepath_gpu::{Gpu, GpuTimer};
@@ -165,6 +172,37 @@ impl Sdpa {
         bufs: SdpaBuffers<'_>,
         schedule: Schedule,
     ) -> Result<PreparedSdpa, OpError> {
+        self.build(gpu, None, rows, kv_stride, bufs, schedule)
+    }
+
+    /// [`prepare_with`](Self::prepare_with) with the plan, partials and parameter buffers taken
+    /// from `ws` (grown when too small) instead of created: what a decode loop calls each step.
+    /// Same bits as `prepare_with`. Submit the returned call's work before preparing the next
+    /// call in `ws` (see [`SdpaWorkspace`]).
+    pub fn prepare_in<'w>(
+        &self,
+        gpu: &Gpu,
+        ws: &'w mut SdpaWorkspace,
+        rows: &[RowSpec],
+        kv_stride: u32,
+        bufs: SdpaBuffers<'_>,
+        schedule: Schedule,
+    ) -> Result<PreparedIn<'w>, OpError> {
+        Ok(PreparedIn {
+            call: self.build(gpu, Some(ws), rows, kv_stride, bufs, schedule)?,
+            _workspace: std::marker::PhantomData,
+        })
+    }
+
+    fn build(
+        &self,
+        gpu: &Gpu,
+        mut ws: Option<&mut SdpaWorkspace>,
+        rows: &[RowSpec],
+        kv_stride: u32,
+        bufs: SdpaBuffers<'_>,
+        schedule: Schedule,
+    ) -> Result<PreparedSdpa, OpError> {
         let d = self.config.head_dim as u32;
         if !kv_stride.is_multiple_of(d) || rows.iter().any(|r| !r.kv_base.is_multiple_of(d)) {
             return Err(OpError::Param {
@@ -178,9 +216,7 @@ impl Sdpa {
         let record = u64::from(d + 4) * 4;
         let waves = plan_rows(rows, d, gpu.max_binding().min(256 << 20).max(record))?;
         let mut passes = Vec::with_capacity(waves.len());
-        for w in &waves {
-            let plan = gpu.storage_from("sdpa plan", bytemuck::cast_slice(&w.plan))?;
-            let partials = gpu.storage("sdpa partials", u64::from(w.n_partials.max(1)) * record)?;
+        for (wi, w) in waves.iter().enumerate() {
             // Items 0..n_same_items run through the `same` kernel, the rest through the
             // `mixed` one: two dispatches in the chunk pass, each with its own item range.
             let by_row = match schedule {
@@ -193,14 +229,13 @@ impl Sdpa {
             } else {
                 (&self.chunk_same, &self.chunk_mixed, 1)
             };
-            let mut chunks = Vec::new();
+            // Parameters of the two chunk dispatches (an empty one is not recorded) and the
+            // merge's.
+            let mut dispatches = Vec::with_capacity(2);
             for (pipeline, first, count) in [
                 (same, 0, w.n_same_items),
                 (mixed, w.n_same_items, w.n_items - w.n_same_items),
             ] {
-                if count == 0 {
-                    continue;
-                }
                 let workgroups = count
                     .checked_mul(per_item)
                     .ok_or_else(|| OpError::TooBig("the number of workgroups".into()))?;
@@ -215,14 +250,7 @@ impl Sdpa {
                     scale: self.config.scale,
                     softcap: self.config.softcap.unwrap_or(0.0),
                 };
-                let cu = gpu.uniform_from("sdpa chunk params", bytemuck::bytes_of(&cp));
-                let bg = gpu.bind(pipeline, &[&cu, bufs.q, bufs.k, bufs.v, &plan, &partials]);
-                chunks.push(ChunkDispatch {
-                    pipeline: pipeline.clone(),
-                    bind: bg,
-                    grid: (gx, gy),
-                    _params: cu,
-                });
+                dispatches.push((pipeline, count, (gx, gy), cp));
             }
             let (my, mz) = grid(w.n_rows);
             let mp = MergeParams {
@@ -231,7 +259,55 @@ impl Sdpa {
                 grid_y: my,
                 pad: 0,
             };
-            let mu = gpu.uniform_from("sdpa merge params", bytemuck::bytes_of(&mp));
+            let plan_bytes: &[u8] = bytemuck::cast_slice(&w.plan);
+            let partial_bytes = u64::from(w.n_partials.max(1)) * record;
+            let chunk_bytes = [
+                bytemuck::bytes_of(&dispatches[0].3),
+                bytemuck::bytes_of(&dispatches[1].3),
+            ];
+            let (plan, partials, [cu_same, cu_mixed], mu) = match ws.as_deref_mut() {
+                Some(ws) => {
+                    let b = ws.wave(
+                        gpu,
+                        wi,
+                        plan_bytes,
+                        partial_bytes,
+                        chunk_bytes,
+                        bytemuck::bytes_of(&mp),
+                    )?;
+                    let cp = &b.chunk_params;
+                    let (plan, part) = (b.plan.clone(), b.partials.clone());
+                    (
+                        plan,
+                        part,
+                        [cp[0].clone(), cp[1].clone()],
+                        b.merge_params.clone(),
+                    )
+                }
+                None => (
+                    gpu.storage_from("sdpa plan", plan_bytes)?,
+                    gpu.storage("sdpa partials", partial_bytes)?,
+                    [
+                        gpu.uniform_from("sdpa chunk params", chunk_bytes[0]),
+                        gpu.uniform_from("sdpa chunk params", chunk_bytes[1]),
+                    ],
+                    gpu.uniform_from("sdpa merge params", bytemuck::bytes_of(&mp)),
+                ),
+            };
+            let mut chunks = Vec::new();
+            for ((pipeline, count, grid, _), cu) in dispatches.into_iter().zip([cu_same, cu_mixed])
+            {
+                if count == 0 {
+                    continue;
+                }
+                let bg = gpu.bind(pipeline, &[&cu, bufs.q, bufs.k, bufs.v, &plan, &partials]);
+                chunks.push(ChunkDispatch {
+                    pipeline: pipeline.clone(),
+                    bind: bg,
+                    grid,
+                    _params: cu,
+                });
+            }
             let merge_bg = gpu.bind(&self.merge, &[&mu, &plan, &partials, bufs.out]);
             passes.push(WavePass {
                 chunks,
