@@ -21,6 +21,10 @@ cargo build --quiet -p onepath-cli
 target/debug/onepath info || { echo "no GPU adapter: see the message above" >&2; exit 1; }
 cargo test --workspace
 
+step "examples (each checks its own bitwise claims and fails if one does not hold)"
+cargo run --quiet --example sdpa
+cargo run --quiet --example decode_loop
+
 step "GPU conformance tests on the GL backend, with wgpu's shader run-time checks on"
 # One test thread: wgpu's GL backend runs everything on one context and panics when a thread
 # waits more than 6 s for it ("Could not lock adapter context"), which a long llvmpipe submit
