@@ -67,8 +67,9 @@ pub struct Timing {
 
 /// Times `n_sets` prepared calls, rotating among them: warms the GPU up for 0.3 s of
 /// back-to-back work with no idle gap (with gaps it stays at low clocks), then submits `iters`
-/// calls back to back, timestamped only at the two ends; then `iters` more with every pass
-/// timestamped, for the per-pass breakdown. `encode(enc, set, timing)` records call `set`; given
+/// calls back to back, timestamped only at the two ends, [`SPANS`] times (each behind a warm
+/// batch; the median is the headline); then `iters` more with every pass timestamped, for the
+/// per-pass breakdown ([`time_passes`]). `encode(enc, set, timing)` records call `set`; given
 /// `Some((timer, slot))` it timestamps its `passes` passes from `slot`.
 pub fn time_calls(
     gpu: &Gpu,
