@@ -81,10 +81,18 @@ pub enum Schedule {
 }
 
 /// [`Schedule::Auto`] picks the row kernel below this many (group, chunk) items in a wave.
-/// Measured on an H100: with 16 items (batch 1 x 4096 keys) the row kernel took 30 us per
-/// call against 42 (head_dim 256) and 44 against 61 (head_dim 512); with 128 items it was
-/// slower everywhere (79 against 67 us at batch 8 x 4096, head_dim 256).
-pub const ROWS_BELOW_ITEMS: u32 = 32;
+/// Measured on an H100 (per call, and all calls in one pass), decode with 8 query heads on 1
+/// KV head, 16 chunks per sequence:
+///
+/// | items (batch) | head_dim 256: rows / groups (us) | head_dim 512: rows / groups (us) |
+/// | --- | --- | --- |
+/// | 16 (1) | 23.2 / 36.8 (14.0 / 26.0) | 35.3 / 51.8 (25.6 / 41.5) |
+/// | 32 (2) | 27.4 / 42.6 (18.3 / 29.4) | 38.2 / 52.4 (28.5 / 42.4) |
+/// | 64 (4) | 34.3 / 44.0 (25.1 / 30.6) | 51.9 / 56.0 (40.9 / 43.7) |
+/// | 128 (8) | 50.8 / 57.1 (39.4 / 33.1) | 79.9 / 61.7 (69.7 / 46.8) |
+///
+/// At 128 items the group kernel wins in one pass at both head dims, so it starts there.
+pub const ROWS_BELOW_ITEMS: u32 = 128;
 
 /// Head dims the kernel is written for (its P.V split needs `512 / head_dim` to be whole).
 pub const HEAD_DIMS: [usize; 4] = [64, 128, 256, 512];
