@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_bw;
+mod bench_dispatch;
 mod bench_qmm;
 mod parity;
 mod util;
@@ -56,6 +57,13 @@ enum BenchWhat {
         /// MiB read per call (capped at the device's largest storage binding).
         #[arg(long, default_value_t = 1024)]
         mib: u64,
+    },
+    /// What a dispatch, a barrier and a compute-pass boundary cost on this device: many
+    /// dispatches of a near-empty kernel, recorded four ways (us per dispatch).
+    Dispatch {
+        /// Dispatches per timed submission.
+        #[arg(long, default_value_t = 200)]
+        calls: usize,
     },
     /// Quantized matmul (4-bit, group 64, bf16 scales) on Gemma 4 E2B's MLP and LM-head shapes:
     /// decode (M = 1) and prefill (M = 512); time, GB/s of weights, TFLOP/s.
@@ -126,6 +134,9 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Bench {
             what: BenchWhat::Bandwidth { iters, mib },
         } => bench_bw::run(&gpu, mib, iters, cli.json),
+        Command::Bench {
+            what: BenchWhat::Dispatch { calls },
+        } => bench_dispatch::run(&gpu, calls, cli.json),
         Command::Bench {
             what: BenchWhat::Qmatmul { iters, m, shapes },
         } => bench_qmm::run(&gpu, iters, &m, &shapes, cli.json),

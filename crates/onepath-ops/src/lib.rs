@@ -47,6 +47,12 @@ pub mod kernels {
         source: include_str!("../../../wgsl/read_bandwidth.wgsl"),
         entry: "main",
     };
+    /// Not an op: the near-empty kernel whose dispatches `onepath bench dispatch` times.
+    pub const DISPATCH_PROBE: Kernel = Kernel {
+        name: "dispatch_probe",
+        source: include_str!("../../../wgsl/dispatch_probe.wgsl"),
+        entry: "main",
+    };
     /// Every kernel, for validation tests.
     pub const ALL: &[Kernel] = &[
         SDPA_CHUNK,
@@ -56,5 +62,6 @@ pub mod kernels {
         MATMUL_DENSE,
         EMBED_GATHER,
         READ_BANDWIDTH,
+        DISPATCH_PROBE,
     ];
 }
