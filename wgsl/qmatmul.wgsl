@@ -19,7 +19,7 @@
 // Design (GEMV-first; M = 1 is the decode case). None of this reaches the arithmetic above:
 //   * WG invocations = S = WG / LANES slots x LANES lanes; a slot owns R rows of W (rows
 //     slot, slot + S, ..., of the workgroup's S * R), and each x unit it loads (32 f32 = 8 vec4,
-//     from L1) and its sum sx serve all R. WG (128 or 256) and R (1..4) are chosen by the host
+//     from L1) and its sum sx serve all R. WG (64, 128 or 256) and R (1..4) are chosen by the host
 //     per shape (`qmm::plan`): R = 1 gives small-N matrices 4x the threads of R = 4; large N
 //     keeps R = 4 (fewest instructions per byte).
 //   * slots are the fastest index inside a warp (t = ((slot_hi * LANES + lane) * SL + slot_lo),
@@ -45,7 +45,7 @@ override BITS: u32 = 4u;      // 4 or 8
 override GROUP: u32 = 64u;    // 32, 64 or 128
 override SCALE_DT: u32 = 2u;  // 0 = f32, 1 = f16, 2 = bf16
 override LANES: u32 = 16u;    // lanes per output element: power of two, 1..64
-override WG: u32 = 128u;      // invocations per workgroup: 128 or 256 (not in the contract)
+override WG: u32 = 128u;      // invocations per workgroup: 64, 128 or 256 (not in the contract)
 override R: u32 = 4u;         // rows of W per invocation: 1..4 (not in the contract)
 
 const MT: u32 = 8u;           // rows of x per workgroup

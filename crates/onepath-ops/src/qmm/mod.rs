@@ -49,16 +49,20 @@ pub struct QPlan {
 /// The quantized kernel's workgroup shape for an `m`-row call of an `n`-row matrix with `lanes`
 /// lanes per output element.
 ///
-/// * `wg` = 256 from 32 lanes on (so a workgroup still holds 4 or more rows per pass), else 128.
+/// * `wg` = 256 from 32 lanes on (so a workgroup still holds 4 or more rows per pass), else 128,
+///   except 64 for a decode call at 1 row per invocation (more, smaller workgroups for a small
+///   matrix).
 /// * rows per invocation: more than [`MT`] rows of x reuse W from L1 and favour the fewest
 ///   instructions per byte ([`QROWS`]); up to [`MT`] rows (decode) is bound by how many loads are
 ///   in flight, so small N gets fewer rows per invocation and more invocations: 4 while that
 ///   still leaves 2^18 invocations, 2 while that leaves 2^17, else 1.
 ///
 /// (Measured on an H100: 1 row instead of 2 made 1536 x 6144 8 % faster; 1 or 2 rows instead of
-/// 4 made the 262144-row LM head 4 to 23 % slower. Registers: 40, 63 and 71 for 1, 2 and 4 rows.)
+/// 4 made the 262144-row LM head 4 to 23 % slower. Registers: 40, 63 and 71 for 1, 2 and 4 rows.
+/// 64 invocations instead of 128 took 6144 x 1536 from 7.8 to 7.4 us in one pass and 13.9 to
+/// 13.6 us per call; 256 was no better, nor 128 instead of 256 at 64 lanes, nor 64 for the LM
+/// head's 4 rows.)
 pub fn qplan(n: usize, m: usize, lanes: u32) -> QPlan {
-    let wg = if lanes >= 32 { 256 } else { 128 };
     let rows = if m > MT {
         QROWS as u32
     } else {
@@ -71,6 +75,13 @@ pub fn qplan(n: usize, m: usize, lanes: u32) -> QPlan {
             1
         };
         by_n.min(QROWS as u32)
+    };
+    let wg = if lanes >= 32 {
+        256
+    } else if m <= MT && rows == 1 {
+        64
+    } else {
+        128
     };
     QPlan { wg, rows }
 }
