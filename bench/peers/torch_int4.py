@@ -8,8 +8,9 @@ Shapes (N x K): 6144x1536, 1536x6144, 262144x1536 (Gemma 4 E2B's MLP and LM head
 (decode, the peer figure) and M = 512 (prefill, for completeness).
 Weights rotate among copies (>= 256 MiB per rotation) so the L2 cache does not flatter small
 cases, as onepath's bench does. Time: CUDA events around each of `iters` back-to-back calls
-after a 0.3 s warm-up; median (`time_us`); and `span_us`: `iters` calls replayed from a CUDA
-graph, events at the two ends, over `iters` (what onepath's headline figure measures). GB/s = bytes of packed weights + scales/zeros / time.
+after a 0.3 s warm-up; median (`time_us`); `span_us`: `iters` calls replayed from a CUDA
+graph, events at the two ends, over `iters` (what onepath's one-pass figure is compared with);
+and `loop_us`: `iters` plain launches back to back, events at the two ends only. GB/s = bytes of packed weights + scales/zeros / time.
 Prints one JSON object (progress lines on stderr).
 Run: python3 bench/peers/torch_int4.py
 """
@@ -73,9 +74,19 @@ def case(n, k, m, iters=20):
             mm(x, w, GROUP, sz)
 
     span, how = span_us(calls, iters)
+    # Plain launches back to back, events at the two ends only (no per-call events, no graph):
+    # bound by the host's launch rate for small calls.
+    calls()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    calls()
+    end.record()
+    torch.cuda.synchronize()
+    loop = start.elapsed_time(end) * 1e3 / iters
     return {"n": n, "k": k, "m": m, "time_us": us, "weight_bytes": wbytes, "copies": copies,
             "effective_gb_s": wbytes / (us * 1e3), "tflop_s": 2 * m * n * k / (us * 1e6),
-            "span_us": span, "span_how": how, "span_gb_s": wbytes / (span * 1e3)}
+            "span_us": span, "span_how": how, "span_gb_s": wbytes / (span * 1e3),
+            "loop_us": loop, "loop_gb_s": wbytes / (loop * 1e3)}
 
 
 def main():
