@@ -273,7 +273,9 @@ impl Sdpa {
                 bytemuck::bytes_of(&dispatches[0].3),
                 bytemuck::bytes_of(&dispatches[1].3),
             ];
-            let (plan, partials, [cu_same, cu_mixed], mu) = match ws.as_deref_mut() {
+            // Buffers: the workspace's (rewritten in place), or new ones; a new parameter
+            // buffer only for a dispatch that runs.
+            let (plan, partials, params, mu) = match ws.as_deref_mut() {
                 Some(ws) => {
                     let b = ws.wave(
                         gpu,
@@ -284,30 +286,31 @@ impl Sdpa {
                         bytemuck::bytes_of(&mp),
                     )?;
                     let cp = &b.chunk_params;
-                    let (plan, part) = (b.plan.clone(), b.partials.clone());
                     (
-                        plan,
-                        part,
-                        [cp[0].clone(), cp[1].clone()],
+                        b.plan.clone(),
+                        b.partials.clone(),
+                        [Some(cp[0].clone()), Some(cp[1].clone())],
                         b.merge_params.clone(),
                     )
                 }
-                None => (
-                    gpu.storage_from("sdpa plan", plan_bytes)?,
-                    gpu.storage("sdpa partials", partial_bytes)?,
-                    [
-                        gpu.uniform_from("sdpa chunk params", chunk_bytes[0]),
-                        gpu.uniform_from("sdpa chunk params", chunk_bytes[1]),
-                    ],
-                    gpu.uniform_from("sdpa merge params", bytemuck::bytes_of(&mp)),
-                ),
+                None => {
+                    let cu = |i: usize| {
+                        (dispatches[i].1 > 0)
+                            .then(|| gpu.uniform_from("sdpa chunk params", chunk_bytes[i]))
+                    };
+                    (
+                        gpu.storage_from("sdpa plan", plan_bytes)?,
+                        gpu.storage("sdpa partials", partial_bytes)?,
+                        [cu(0), cu(1)],
+                        gpu.uniform_from("sdpa merge params", bytemuck::bytes_of(&mp)),
+                    )
+                }
             };
             let mut chunks = Vec::new();
-            for ((pipeline, count, grid, _), cu) in dispatches.into_iter().zip([cu_same, cu_mixed])
-            {
-                if count == 0 {
+            for ((pipeline, count, grid, _), cu) in dispatches.into_iter().zip(params) {
+                let Some(cu) = cu.filter(|_| count > 0) else {
                     continue;
-                }
+                };
                 let bg = gpu.bind(pipeline, &[&cu, bufs.q, bufs.k, bufs.v, &plan, &partials]);
                 chunks.push(ChunkDispatch {
                     pipeline: pipeline.clone(),

@@ -69,10 +69,11 @@ impl SdpaWorkspace {
                 .min(gpu.max_binding())
                 .max(need)
         };
+        let (plan_need, part_need) = (plan.len() as u64, partial_bytes);
         while self.waves.len() <= i {
             self.waves.push(WaveBuffers {
-                plan: gpu.storage("sdpa plan", 4)?,
-                partials: gpu.storage("sdpa partials", 4)?,
+                plan: gpu.storage("sdpa plan", grow(plan_need))?,
+                partials: gpu.storage("sdpa partials", grow(part_need))?,
                 chunk_params: [
                     gpu.uniform_from("sdpa chunk params", chunk_params[0]),
                     gpu.uniform_from("sdpa chunk params", chunk_params[1]),
@@ -81,11 +82,11 @@ impl SdpaWorkspace {
             });
         }
         let w = &mut self.waves[i];
-        if w.plan.size() < plan.len() as u64 {
-            w.plan = gpu.storage("sdpa plan", grow(plan.len() as u64))?;
+        if w.plan.size() < plan_need {
+            w.plan = gpu.storage("sdpa plan", grow(plan_need))?;
         }
-        if w.partials.size() < partial_bytes {
-            w.partials = gpu.storage("sdpa partials", grow(partial_bytes))?;
+        if w.partials.size() < part_need {
+            w.partials = gpu.storage("sdpa partials", grow(part_need))?;
         }
         gpu.queue.write_buffer(&w.plan, 0, plan);
         gpu.queue
