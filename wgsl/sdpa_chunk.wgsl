@@ -95,7 +95,7 @@ fn k_word(key_elem: u32, e: u32) -> u32 {
 }
 
 // The storage words of dims (2 pair, 2 pair + 1) of a V row: one packed f16 pair (.x) or two
-// f32s; `unpack_v` turns them into the values `load_v2` returns.
+// f32s; `unpack_v` turns them into values (`load_v2` does both).
 fn v_words(key_elem: u32, pair: u32) -> vec2<u32> {
     if (KV_F16) {
         return vec2<u32>(v[key_elem / 2u + pair], 0u);
@@ -112,11 +112,7 @@ fn unpack_v(w: vec2<u32>) -> vec2<f32> {
 }
 
 fn load_v2(key_elem: u32, pair: u32) -> vec2<f32> {
-    if (KV_F16) {
-        return unpack2x16float(v[key_elem / 2u + pair]);
-    }
-    let i = key_elem + 2u * pair;
-    return vec2<f32>(bitcast<f32>(v[i]), bitcast<f32>(v[i + 1u]));
+    return unpack_v(v_words(key_elem, pair));
 }
 
 fn soft(x: vec4<f32>) -> vec4<f32> {
