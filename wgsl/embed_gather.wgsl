@@ -6,6 +6,8 @@
 //            equals the f32 dequantization; for f32 scales it is the fused value).
 // ROUND = 1: MLX's model-dtype rule T(T(scale * q) + bias) for f16/bf16 scales (round to nearest
 //            even after the product and after the sum), i.e. `mx.dequantize` bit for bit.
+// Scales and biases come interleaved per group (`sb`, as for `qmatmul.wgsl`: one u32 per group
+// for f16/bf16, scale in the low half and bias in the high half; two words for f32).
 // One invocation per (token, vec4<u32> of packed weights).
 
 override BITS: u32 = 4u;
@@ -27,30 +29,19 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> scales: array<u32>;
-@group(0) @binding(4) var<storage, read> biases: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> sb: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 
-fn half_of(word: u32, odd: bool) -> f32 {
+// (scale, bias) of group g.
+fn sb_at(g: u32) -> vec2<f32> {
+    if (SCALE_DT == 0u) {
+        return vec2<f32>(bitcast<f32>(sb[2u * g]), bitcast<f32>(sb[2u * g + 1u]));
+    }
+    let v = sb[g];
     if (SCALE_DT == 2u) {
-        return bitcast<f32>(select(word << 16u, word & 0xffff0000u, odd));
+        return vec2<f32>(bitcast<f32>(v << 16u), bitcast<f32>(v & 0xffff0000u));
     }
-    let v = unpack2x16float(word);
-    return select(v.x, v.y, odd);
-}
-
-fn scale_at(i: u32) -> f32 {
-    if (SCALE_DT == 0u) {
-        return bitcast<f32>(scales[i]);
-    }
-    return half_of(scales[i >> 1u], (i & 1u) == 1u);
-}
-
-fn bias_at(i: u32) -> f32 {
-    if (SCALE_DT == 0u) {
-        return bitcast<f32>(biases[i]);
-    }
-    return half_of(biases[i >> 1u], (i & 1u) == 1u);
+    return unpack2x16float(v);
 }
 
 // Rounds to the scale dtype (nearest, ties to even) and back to f32.
@@ -82,8 +73,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let row = id - p.row0;
     let per = 128u / BITS;         // elements per vec4<u32>
     let g = row * (p.k / GROUP) + v * per / GROUP;
-    let s = vec4<f32>(scale_at(g));
-    let b = vec4<f32>(bias_at(g));
+    let pair = sb_at(g);
+    let s = vec4<f32>(pair.x);
+    let b = vec4<f32>(pair.y);
     let wv = w[row * vpr + v];
     let q4n = 32u / BITS;
     let ob = (tok * p.k + v * per) / 4u;

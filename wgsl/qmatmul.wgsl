@@ -1,7 +1,9 @@
 // y = x W^T with W in MLX affine quantization (w = scale * q + bias per group of GROUP inputs),
 // dequantised inside the kernel. x and y are f32 rows; W is packed little-endian (element i of a
-// u32 word is bits [BITS*i, BITS*i + BITS)); scales and biases are f32, f16 or bf16 (read as u32
-// words; bf16 decoded by a shift, f16 by unpack2x16float, so no shader-f16 is needed).
+// u32 word is bits [BITS*i, BITS*i + BITS)); scales and biases are f32, f16 or bf16, interleaved
+// per group by the host (`sb`: one u32 per group for f16/bf16, scale in the low half and bias in
+// the high half; two words, scale then bias, for f32), so one load fetches both. bf16 is decoded
+// by a shift and a mask, f16 by unpack2x16float, so no shader-f16 is needed.
 //
 // Numerical contract (the same for every M, every tile, every row split of W):
 //   a row of W is cut into units of one vec4<u32> (128 bits: 32 codes at 4 bits, 16 at 8 bits;
@@ -27,12 +29,12 @@
 //     touches 4 cache lines instead of 16-32 (x reuse in a warp = SL * R), and a W
 //     load 8 rows x 64 contiguous bytes (the workgroup's 4 warps cover 256 contiguous bytes).
 //   * a lane's units are loaded 3 at a time (every decode shape has exactly 3 units per lane):
-//     3 * R vec4 W loads and 6 * R scale/bias words are issued, as explicit variables, before
+//     3 * R vec4 W loads and 3 * R scale/bias loads are issued, as explicit variables, before
 //     any arithmetic, so each thread waits for DRAM once instead of once per unit.
 //   * codes are decoded without shifts per code: nibble i of a 16-bit half sits at bit 4i, so
 //     (half & (0xF << 4i)) | bits(2^(23-4i)) is the float 2^(23-4i) + q exactly, and one sub
 //     gives q (8-bit: byte i at bit 8i with 2^(23-8i)). Per code: 1 LOP3 + 1 FADD + 1 FFMA,
-//     plus one shift per u32 word. bf16 scales decode with two shifts.
+//     plus one shift per u32 word. A bf16 scale/bias pair decodes with one shift and one mask.
 //   * lane partials go to workgroup memory lane-major (sm[lane * rows + row], conflict-free
 //     writes) and the tree is evaluated in two barrier-separated phases: P = 2^floor(log2(LANES)/2)
 //     nodes per row each fold their Q = LANES / P leaves (strides LANES/2 .. P of the tree) in
@@ -64,31 +66,29 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> scales: array<u32>;
-@group(0) @binding(4) var<storage, read> biases: array<u32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> sb: array<u32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 // Lane partials of the workgroup's WG * R (row, lane) pairs, lane-major, folded in place.
 var<workgroup> sm: array<f32, 1024>;
 
-// The u32 word holding scale / bias number i.
-fn sb_word(i: u32) -> u32 {
+// The packed scale and bias of group g (f16/bf16: one word in .x; f32: two words).
+fn sb_load(g: u32) -> vec2<u32> {
     if (SCALE_DT == 0u) {
-        return i;
+        return vec2<u32>(sb[2u * g], sb[2u * g + 1u]);
     }
-    return i >> 1u;
+    return vec2<u32>(sb[g], 0u);
 }
 
-// Scale / bias number i from its word.
-fn sb_value(word: u32, i: u32) -> f32 {
+// (scale, bias) of a packed pair.
+fn sb_pair(v: vec2<u32>) -> vec2<f32> {
     if (SCALE_DT == 0u) {
-        return bitcast<f32>(word);
+        return bitcast<vec2<f32>>(v);
     }
     if (SCALE_DT == 2u) {
-        return bitcast<f32>((word >> ((i & 1u) << 4u)) << 16u);
+        return vec2<f32>(bitcast<f32>(v.x << 16u), bitcast<f32>(v.x & 0xffff0000u));
     }
-    let v = unpack2x16float(word);
-    return select(v.x, v.y, (i & 1u) == 1u);
+    return unpack2x16float(v.x);
 }
 
 // The codes of the low 16 bits of `h` (4 at 4 bits; 2 at 8 bits, in .xy) as exact floats.
@@ -183,9 +183,10 @@ fn unit_dot(q: vec4<u32>, u: XU) -> f32 {
 }
 
 // One unit of one row into its lane's accumulator: acc = fma(s, d, fma(b, sx, acc)).
-fn row_step(acc: f32, q: vec4<u32>, sw: u32, bw: u32, gi: u32, u: XU) -> f32 {
+fn row_step(acc: f32, q: vec4<u32>, pair: vec2<u32>, u: XU) -> f32 {
     let d = unit_dot(q, u);
-    return fma(sb_value(sw, gi), d, fma(sb_value(bw, gi), u.sx, acc));
+    let sbv = sb_pair(pair);
+    return fma(sbv.x, d, fma(sbv.y, u.sx, acc));
 }
 
 // The pairwise tree (strides n/2, ..., 1) over sm[b], sm[b + s], ..., sm[b + (n - 1) s];
@@ -268,108 +269,87 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
             let qa0 = w[w0 + ua];
             let qb0 = w[w0 + ub];
             let qc0 = w[w0 + uc];
-            let sa0 = scales[sb_word(g0 + ga)];
-            let sb0 = scales[sb_word(g0 + gb)];
-            let sc0 = scales[sb_word(g0 + gc)];
-            let ba0 = biases[sb_word(g0 + ga)];
-            let bb0 = biases[sb_word(g0 + gb)];
-            let bc0 = biases[sb_word(g0 + gc)];
+            let pa0 = sb_load(g0 + ga);
+            let pb0 = sb_load(g0 + gb);
+            let pc0 = sb_load(g0 + gc);
             var qa1 = vec4<u32>(0u);
             var qb1 = vec4<u32>(0u);
             var qc1 = vec4<u32>(0u);
-            var sa1 = 0u;
-            var sb1 = 0u;
-            var sc1 = 0u;
-            var ba1 = 0u;
-            var bb1 = 0u;
-            var bc1 = 0u;
+            var pa1 = vec2<u32>(0u);
+            var pb1 = vec2<u32>(0u);
+            var pc1 = vec2<u32>(0u);
             if (R > 1u) {
                 qa1 = w[w1 + ua];
                 qb1 = w[w1 + ub];
                 qc1 = w[w1 + uc];
-                sa1 = scales[sb_word(g1 + ga)];
-                sb1 = scales[sb_word(g1 + gb)];
-                sc1 = scales[sb_word(g1 + gc)];
-                ba1 = biases[sb_word(g1 + ga)];
-                bb1 = biases[sb_word(g1 + gb)];
-                bc1 = biases[sb_word(g1 + gc)];
+                pa1 = sb_load(g1 + ga);
+                pb1 = sb_load(g1 + gb);
+                pc1 = sb_load(g1 + gc);
             }
             var qa2 = vec4<u32>(0u);
             var qb2 = vec4<u32>(0u);
             var qc2 = vec4<u32>(0u);
-            var sa2 = 0u;
-            var sb2 = 0u;
-            var sc2 = 0u;
-            var ba2 = 0u;
-            var bb2 = 0u;
-            var bc2 = 0u;
+            var pa2 = vec2<u32>(0u);
+            var pb2 = vec2<u32>(0u);
+            var pc2 = vec2<u32>(0u);
             if (R > 2u) {
                 qa2 = w[w2 + ua];
                 qb2 = w[w2 + ub];
                 qc2 = w[w2 + uc];
-                sa2 = scales[sb_word(g2 + ga)];
-                sb2 = scales[sb_word(g2 + gb)];
-                sc2 = scales[sb_word(g2 + gc)];
-                ba2 = biases[sb_word(g2 + ga)];
-                bb2 = biases[sb_word(g2 + gb)];
-                bc2 = biases[sb_word(g2 + gc)];
+                pa2 = sb_load(g2 + ga);
+                pb2 = sb_load(g2 + gb);
+                pc2 = sb_load(g2 + gc);
             }
             var qa3 = vec4<u32>(0u);
             var qb3 = vec4<u32>(0u);
             var qc3 = vec4<u32>(0u);
-            var sa3 = 0u;
-            var sb3 = 0u;
-            var sc3 = 0u;
-            var ba3 = 0u;
-            var bb3 = 0u;
-            var bc3 = 0u;
+            var pa3 = vec2<u32>(0u);
+            var pb3 = vec2<u32>(0u);
+            var pc3 = vec2<u32>(0u);
             if (R > 3u) {
                 qa3 = w[w3 + ua];
                 qb3 = w[w3 + ub];
                 qc3 = w[w3 + uc];
-                sa3 = scales[sb_word(g3 + ga)];
-                sb3 = scales[sb_word(g3 + gb)];
-                sc3 = scales[sb_word(g3 + gc)];
-                ba3 = biases[sb_word(g3 + ga)];
-                bb3 = biases[sb_word(g3 + gb)];
-                bc3 = biases[sb_word(g3 + gc)];
+                pa3 = sb_load(g3 + ga);
+                pb3 = sb_load(g3 + gb);
+                pc3 = sb_load(g3 + gc);
             }
             // Unit a, then b, then c: each lane's units in order.
             let xa = x_unit(xrow + ua * xpu);
-            a0 = row_step(a0, qa0, sa0, ba0, g0 + ga, xa);
+            a0 = row_step(a0, qa0, pa0, xa);
             if (R > 1u) {
-                a1 = row_step(a1, qa1, sa1, ba1, g1 + ga, xa);
+                a1 = row_step(a1, qa1, pa1, xa);
             }
             if (R > 2u) {
-                a2 = row_step(a2, qa2, sa2, ba2, g2 + ga, xa);
+                a2 = row_step(a2, qa2, pa2, xa);
             }
             if (R > 3u) {
-                a3 = row_step(a3, qa3, sa3, ba3, g3 + ga, xa);
+                a3 = row_step(a3, qa3, pa3, xa);
             }
             if (hb) {
                 let xb = x_unit(xrow + ub * xpu);
-                a0 = row_step(a0, qb0, sb0, bb0, g0 + gb, xb);
+                a0 = row_step(a0, qb0, pb0, xb);
                 if (R > 1u) {
-                    a1 = row_step(a1, qb1, sb1, bb1, g1 + gb, xb);
+                    a1 = row_step(a1, qb1, pb1, xb);
                 }
                 if (R > 2u) {
-                    a2 = row_step(a2, qb2, sb2, bb2, g2 + gb, xb);
+                    a2 = row_step(a2, qb2, pb2, xb);
                 }
                 if (R > 3u) {
-                    a3 = row_step(a3, qb3, sb3, bb3, g3 + gb, xb);
+                    a3 = row_step(a3, qb3, pb3, xb);
                 }
             }
             if (hc) {
                 let xc = x_unit(xrow + uc * xpu);
-                a0 = row_step(a0, qc0, sc0, bc0, g0 + gc, xc);
+                a0 = row_step(a0, qc0, pc0, xc);
                 if (R > 1u) {
-                    a1 = row_step(a1, qc1, sc1, bc1, g1 + gc, xc);
+                    a1 = row_step(a1, qc1, pc1, xc);
                 }
                 if (R > 2u) {
-                    a2 = row_step(a2, qc2, sc2, bc2, g2 + gc, xc);
+                    a2 = row_step(a2, qc2, pc2, xc);
                 }
                 if (R > 3u) {
-                    a3 = row_step(a3, qc3, sc3, bc3, g3 + gc, xc);
+                    a3 = row_step(a3, qc3, pc3, xc);
                 }
             }
         }

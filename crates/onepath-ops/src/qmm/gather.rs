@@ -107,7 +107,7 @@ impl EmbedGather {
                 pad: [0; 3],
             };
             let u = gpu.uniform_from("gather params", bytemuck::bytes_of(&p));
-            let bg = gpu.bind(&self.pipeline, &[&u, ids, &s.w, &s.scales, &s.biases, out]);
+            let bg = gpu.bind(&self.pipeline, &[&u, ids, &s.w, &s.sb, out]);
             pass.set_bind_group(0, &bg, &[]);
             pass.dispatch_workgroups(gx as u32, gy as u32, 1);
         }

@@ -335,7 +335,7 @@ impl QMatmul {
         let mut keep = Vec::new();
         for s in &self.weights.splits {
             let (u, g) = params(gpu, m, k, n, &s.rows, rw);
-            let bg = gpu.bind(pipeline, &[&u, x, &s.w, &s.scales, &s.biases, y]);
+            let bg = gpu.bind(pipeline, &[&u, x, &s.w, &s.sb, y]);
             dispatches.push((bg, g));
             keep.push(u);
         }

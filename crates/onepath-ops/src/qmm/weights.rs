@@ -23,8 +23,8 @@ pub struct QSplit {
     /// Rows of W held here.
     pub rows: Range<usize>,
     pub(crate) w: wgpu::Buffer,
-    pub(crate) scales: wgpu::Buffer,
-    pub(crate) biases: wgpu::Buffer,
+    /// Scales and biases interleaved per group ([`interleave`]).
+    pub(crate) sb: wgpu::Buffer,
 }
 
 /// An MLX affine-quantized matrix on the GPU (packed weight, scales, biases).
@@ -86,7 +86,7 @@ impl QWeights {
         let wrb = q.cols() * bits as usize / 8;
         let srb = q.groups() * q.scale_dtype().size();
         let lim = limit(gpu, max_binding_override);
-        let ranges = row_splits_multi(q.rows(), &[wrb, srb], lim, 4)?;
+        let ranges = row_splits_multi(q.rows(), &[wrb, 2 * srb], lim, 4)?;
         let mut splits = Vec::with_capacity(ranges.len());
         for r in ranges {
             let w = &q.weight_bytes()[r.start * wrb..r.end * wrb];
@@ -94,8 +94,8 @@ impl QWeights {
             let b = &q.biases_bytes()[r.start * srb..r.end * srb];
             splits.push(QSplit {
                 w: gpu.storage_from("qweight", w)?,
-                scales: gpu.storage_from("qscales", s)?,
-                biases: gpu.storage_from("qbiases", b)?,
+                sb: gpu
+                    .storage_from("qscales+biases", &interleave(s, b, q.scale_dtype().size()))?,
                 rows: r,
             });
         }
@@ -120,6 +120,18 @@ impl QWeights {
     pub(crate) fn scale_code(&self) -> f64 {
         dtype_code(self.scale_dtype)
     }
+}
+
+/// Scales and biases (`size` bytes each) interleaved per group, as the quantized kernels read
+/// them: one load fetches both. For f16/bf16 a group is one little-endian u32 with the scale in
+/// its low half and the bias in its high half; for f32, two words (scale, then bias).
+fn interleave(scales: &[u8], biases: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 * scales.len());
+    for (s, b) in scales.chunks_exact(size).zip(biases.chunks_exact(size)) {
+        out.extend_from_slice(s);
+        out.extend_from_slice(b);
+    }
+    out
 }
 
 pub(crate) fn dtype_code(d: DType) -> f64 {
