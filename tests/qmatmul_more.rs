@@ -245,3 +245,78 @@ fn decode_shapes_are_accurate_and_invariant() {
         check_accurate_and_invariant(gpu, &what, &q, 11, 600 + i as u64, &[0, 7, 10]);
     }
 }
+
+/// An LM-head-sized matrix (65573 x 1536, 4-bit, group 64) is planned with 4 rows per
+/// invocation at M = 1 and at M = 9 but with different workgroups (`qplan`): the rows of the
+/// M = 9 call equal the same rows computed alone, bit for bit, and a sample of outputs (the first
+/// rows of W and the partial last workgroup) is accurate against the f64 oracle. Codes, scales
+/// and biases are random bytes (quantizing 100 M weights would dominate the test).
+#[test]
+fn lm_head_sized_decode_plan_is_invariant_and_accurate() {
+    use onepath::ops::qmm::{lanes_quant, qplan};
+    use rand::RngCore;
+    let Some(gpu) = common::gpu() else { return };
+    let (n, k, group) = (65536 + 37, 1536, 64);
+    let lanes = lanes_quant(k, 4);
+    let (decode, batch) = (qplan(n, 1, lanes), qplan(n, 9, lanes));
+    assert_eq!(
+        (decode.rows, batch.rows),
+        (4, 4),
+        "the case this test is for"
+    );
+    assert_ne!(decode.wg, batch.wg, "the case this test is for");
+
+    let mut rng = common::rng(41);
+    let mut codes = vec![0u8; n * k / 2];
+    rng.fill_bytes(&mut codes);
+    let groups = n * k / group;
+    let bf16 = |rng: &mut rand::rngs::StdRng, scale: f32| -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 * groups);
+        for v in common::randn(rng, groups) {
+            DType::BF16.encode(v * scale, &mut out);
+        }
+        out
+    };
+    let (scales, biases) = (bf16(&mut rng, 0.01), bf16(&mut rng, 0.1));
+    let params = QuantParams::new(group, 4, "lm head").unwrap();
+    let q = QuantizedTensor::new(
+        "lm head",
+        vec![n, k],
+        params,
+        DType::BF16,
+        codes.into(),
+        scales.into(),
+        biases.into(),
+    )
+    .unwrap();
+    let op = qmm(gpu, &q, None);
+    let m = 9;
+    let x = common::randn(&mut common::rng(42), m * k);
+    let y = run(gpu, &op, &x, m);
+    for r in [0, 5, 8] {
+        let one = run(gpu, &op, &x[r * k..(r + 1) * k], 1);
+        assert_bits(&format!("row {r} of M = 9 vs M = 1"), row(&y, n, r), &one);
+    }
+
+    let sample: Vec<usize> = (0..40).chain(n - 45..n).collect();
+    let (s, b) = (q.scales_f32(), q.biases_f32());
+    let depth = quant_depth(k, group, lanes);
+    let mut worst = 0.0f64;
+    for &c in &sample {
+        let codes = q.unpack_rows(c..c + 1).unwrap();
+        for r in 0..m {
+            let (mut want, mut mass) = (0.0f64, 0.0f64);
+            for t in 0..k {
+                let gi = c * (k / group) + t / group;
+                let (sv, bv, qv) = (f64::from(s[gi]), f64::from(b[gi]), f64::from(codes[t]));
+                let xv = f64::from(x[r * k + t]);
+                want += xv * (sv * qv + bv);
+                mass += xv.abs() * (sv.abs() * qv + bv.abs());
+            }
+            let got = f64::from(y[r * n + c]);
+            worst = worst.max((want - got).abs() / (U * mass));
+        }
+    }
+    eprintln!("LM-head-sized: worst ratio {worst:.3} (budget {depth})");
+    assert!(worst <= depth, "error ratio {worst} over {depth}");
+}

@@ -30,8 +30,8 @@ pub const MT: usize = 8;
 pub const WG: usize = 256;
 const MAX_GRID: u32 = 65535;
 
-/// Invocations per workgroup of the quantized kernel below 32 lanes (256 from 32 lanes on; see
-/// [`qplan`]).
+/// Invocations per workgroup of the quantized kernel below 32 lanes for more than [`MT`] rows
+/// (64 for fewer, 256 from 32 lanes on; see [`qplan`]).
 pub const QWG: usize = 128;
 /// Most rows of W per invocation of the quantized kernel (not part of the numerical contract;
 /// see [`qplan`]).
@@ -49,19 +49,18 @@ pub struct QPlan {
 /// The quantized kernel's workgroup shape for an `m`-row call of an `n`-row matrix with `lanes`
 /// lanes per output element.
 ///
-/// * `wg` = 256 from 32 lanes on (so a workgroup still holds 4 or more rows per pass), else 128,
-///   except 64 for a decode call at 1 row per invocation (more, smaller workgroups for a small
-///   matrix).
+/// * `wg` = 256 from 32 lanes on (so a workgroup still holds 4 or more rows per pass); below
+///   that, 64 for a decode call (up to [`MT`] rows) and 128 for more rows.
 /// * rows per invocation: more than [`MT`] rows of x reuse W from L1 and favour the fewest
 ///   instructions per byte ([`QROWS`]); up to [`MT`] rows (decode) is bound by how many loads are
 ///   in flight, so small N gets fewer rows per invocation and more invocations: 4 while that
 ///   still leaves 2^18 invocations, 2 while that leaves 2^17, else 1.
 ///
-/// (Measured on an H100: 1 row instead of 2 made 1536 x 6144 8 % faster; 1 or 2 rows instead of
-/// 4 made the 262144-row LM head 4 to 23 % slower. Registers: 40, 63 and 71 for 1, 2 and 4 rows.
-/// 64 invocations instead of 128 took 6144 x 1536 from 7.8 to 7.4 us in one pass and 13.9 to
-/// 13.6 us per call; 256 was no better, nor 128 instead of 256 at 64 lanes, nor 64 for the LM
-/// head's 4 rows.)
+/// (Measured on an H100, M = 1. Rows: 1 instead of 2 made 1536 x 6144 8 % faster; 1 or 2 rows
+/// instead of 4 made the 262144-row LM head 4 to 23 % slower. Registers: 40, 63 and 71 for 1, 2
+/// and 4 rows. Invocations, with scales and biases interleaved: 64 instead of 128 took the LM
+/// head from 102.1 to 96.0 us in one pass (32: 118; 256: 104.6) and 6144 x 1536 from 7.7 to
+/// 7.3 us; at 64 lanes, 128 instead of 256 took 1536 x 6144 from 7.9 to 9.2 us.)
 pub fn qplan(n: usize, m: usize, lanes: u32) -> QPlan {
     let rows = if m > MT {
         QROWS as u32
@@ -78,7 +77,7 @@ pub fn qplan(n: usize, m: usize, lanes: u32) -> QPlan {
     };
     let wg = if lanes >= 32 {
         256
-    } else if m <= MT && rows == 1 {
+    } else if m <= MT {
         64
     } else {
         128
