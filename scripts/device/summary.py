@@ -58,6 +58,17 @@ o = load("onepath_qmm.json")
 if o:
     rows = [(qmm_key(r), r) for r in o["results"] if "skipped" not in r]
     compare("qmatmul (n, k, m)", rows, qpeer)
+    print("qmatmul M = 1 | onepath GB/s per call, 1-pass | 1-pass independent us | torch loop us"
+          " | issue target GB/s (1.2 x its PyTorch figure)")
+    target = {(6144, 1536): 1.2 * 556, (1536, 6144): 1.2 * 556, (262144, 1536): 1.2 * 1672}
+    for key, r in rows:
+        if key[2] != 1:
+            continue
+        wb, one = r["weight_bytes"], r.get("one_pass_us")
+        gb1 = f"{wb / (one * 1e3):.0f}" if one else "-"
+        loop = qpeer.get(key, {}).get("loop_us")
+        print(f"{key} | {r['effective_gb_s']:.0f}, {gb1} | {f1(r.get('one_pass_independent_us'))}"
+              f" | {f1(loop)} | {target.get(key[:2], 0):.0f}")
 p = load("parity.json")
 if p:
     print("parity all_bitwise_equal:", p.get("all_bitwise_equal"))

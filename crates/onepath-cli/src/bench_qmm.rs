@@ -4,6 +4,12 @@
 //! Time is the GPU timestamp span of back-to-back matmul passes, per call (the median of
 //! `util::SPANS` spans), where the device has timestamps, else wall clock. Weights are random (never zeros) and rotated among enough copies that every
 //! call reads at least 256 MiB that the previous calls did not, so M = 1 times are DRAM times.
+//!
+//! Besides the headline (a pass per call), each case is timed with every call in one compute
+//! pass (`one_pass_us`: calls write the same y, so each waits for the one before, as a model's
+//! chain of ops does) and, at M <= 8, with calls that write different y in one pass
+//! (`one_pass_independent_us`: no barrier between them, as independent projections of one step
+//! could run; what a call costs the GPU when it need not wait).
 
 use crate::util::{SPANS, adapter_json};
 use onepath_gpu::Gpu;
@@ -78,6 +84,8 @@ struct Timing {
     pass_ns: Option<f64>,
     /// GPU ns per call with all calls in one compute pass.
     one_pass_ns: Option<f64>,
+    /// As `one_pass_ns` with every call writing its own y (no barriers); decode cases only.
+    independent_ns: Option<f64>,
     copies: usize,
 }
 
@@ -102,17 +110,32 @@ fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32) -> R<Timing> 
     let x = gpu.storage_from("x", bytemuck::cast_slice(&xs))?;
     let y = gpu.storage("y", y_bytes)?;
     let mut prepared = Vec::with_capacity(copies);
+    let mut weights_for_calls = Vec::with_capacity(copies);
     for w in weights {
         let op = pollster::block_on(QMatmul::new(gpu, w))?;
         prepared.push(op.prepare(gpu, m, &x, &y)?);
+        weights_for_calls.push(op);
     }
     let t = crate::util::time_calls(gpu, copies, 1, iters, |enc, i, timing| {
         prepared[i].encode(enc, timing)
     })?;
     let one_pass_ns =
         crate::util::time_one_pass(gpu, copies, iters, |pass, i| prepared[i].dispatch(pass))?;
+    // Independent calls: one y per call of the pass (decode only: M = 512 outputs are large).
+    let independent_ns = if m <= onepath_ops::qmm::MT {
+        let calls = (iters as usize).max(copies);
+        let mut ind = Vec::with_capacity(calls);
+        for (i, w) in (0..calls).zip(weights_for_calls.iter().cycle()) {
+            let yi = gpu.storage(&format!("y{i}"), y_bytes)?;
+            ind.push(w.prepare(gpu, m, &x, &yi)?);
+        }
+        crate::util::time_one_pass(gpu, calls, iters, |pass, i| ind[i].dispatch(pass))?
+    } else {
+        None
+    };
     Ok(Timing {
         one_pass_ns,
+        independent_ns,
         gpu_ns: t.gpu_ns,
         gpu_runs_ns: t.gpu_runs_ns,
         wall_ns: t.wall_ns,
@@ -131,8 +154,16 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
              timestamps (first to last of {iters} back-to-back calls after a 0.3 s warm-up, per call;\nmedian of {SPANS} such spans) where available, else wall clock\n"
         );
         println!(
-            "{:>14} {:>5} {:>11} {:>11} {:>9} {:>9} {:>10} {:>11}",
-            "N x K", "M", "time (us)", "wall (us)", "GB/s", "TFLOP/s", "in-pass us", "1-pass (us)"
+            "{:>14} {:>5} {:>11} {:>11} {:>9} {:>9} {:>10} {:>11} {:>11}",
+            "N x K",
+            "M",
+            "time (us)",
+            "wall (us)",
+            "GB/s",
+            "TFLOP/s",
+            "in-pass us",
+            "1-pass (us)",
+            "1-pass ind."
         );
     }
     let mut rows = Vec::new();
@@ -159,19 +190,22 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
                     if !as_json {
                         let g = t.gpu_ns.map_or("-".into(), |x| format!("{:.1}", x / 1e3));
                         println!(
-                            "{shape:>14} {m:>5} {g:>11} {:>11.1} {:>9} {:>9} {:>10} {:>11}",
+                            "{shape:>14} {m:>5} {g:>11} {:>11.1} {:>9} {:>9} {:>10} {:>11} {:>11}",
                             t.wall_ns / 1e3,
                             sig3(gbs),
                             sig3(tflops),
                             t.pass_ns.map_or("-".into(), |x| format!("{:.1}", x / 1e3)),
                             t.one_pass_ns
+                                .map_or("-".into(), |x| format!("{:.1}", x / 1e3)),
+                            t.independent_ns
                                 .map_or("-".into(), |x| format!("{:.1}", x / 1e3))
                         );
                     }
                     rows.push(json!({"n": n, "k": k, "m": m,
                         "gpu_us": t.gpu_ns.map(|x| x / 1e3), "gpu_runs_us": t.gpu_runs_ns.iter().map(|x| x / 1e3).collect::<Vec<_>>(), "wall_us": t.wall_ns / 1e3,
                         "pass_us": t.pass_ns.map(|x| x / 1e3),
-                        "one_pass_us": t.one_pass_ns.map(|x| x / 1e3), "weight_bytes": wbytes, "effective_gb_s": gbs, "tflop_s": tflops,
+                        "one_pass_us": t.one_pass_ns.map(|x| x / 1e3),
+                        "one_pass_independent_us": t.independent_ns.map(|x| x / 1e3), "weight_bytes": wbytes, "effective_gb_s": gbs, "tflop_s": tflops,
                         "weight_copies": t.copies}));
                 }
                 Err(e) => {
@@ -190,7 +224,9 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
     } else {
         println!(
             "\nGB/s = bytes of packed weights + scales + biases / time. Peer figure: \
-             bench/peers/torch_int4.py, measured in the same session (BENCHMARKS.md)."
+             bench/peers/torch_int4.py, measured in the same session (BENCHMARKS.md).\n\
+             in-pass: one call alone in its pass; 1-pass: calls in one pass, each waiting for the \
+             one before; 1-pass ind.: calls in one pass writing different outputs (M <= 8)."
         );
     }
     Ok(ExitCode::SUCCESS)
