@@ -246,25 +246,28 @@ fn decode_shapes_are_accurate_and_invariant() {
     }
 }
 
-/// An LM-head-sized matrix (65573 x 1536, 4-bit, group 64) is planned with 4 rows per
-/// invocation at M = 1 and at M = 9 but with different workgroups (`qplan`): the rows of the
-/// M = 9 call equal the same rows computed alone, bit for bit, and a sample of outputs (the first
-/// rows of W and the partial last workgroup) is accurate against the f64 oracle. Codes, scales
-/// and biases are random bytes (quantizing 100 M weights would dominate the test).
+/// Matrices large enough for the decode plan to take 2 rows per invocation (8999 x 1536) and 4
+/// (65573 x 1536, LM-head-sized), 4-bit, group 64: the batch plan (M = 9) takes 4 rows in
+/// workgroups of another size (`qplan`). Rows of the M = 9 call equal the same rows computed
+/// alone, bit for bit, and a sample of outputs (the first rows of W and the partial last
+/// workgroup) is accurate against the f64 oracle. Codes, scales and biases are random bytes
+/// (quantizing 100 M weights would dominate the test).
 #[test]
-fn lm_head_sized_decode_plan_is_invariant_and_accurate() {
+fn large_decode_plans_are_invariant_and_accurate() {
+    let Some(gpu) = common::gpu() else { return };
+    for (n, rows) in [(8999, 2), (65536 + 37, 4)] {
+        check_decode_plan(gpu, n, rows);
+    }
+}
+
+fn check_decode_plan(gpu: &onepath::gpu::Gpu, n: usize, rows: u32) {
     use onepath::ops::qmm::{lanes_quant, qplan};
     use rand::RngCore;
-    let Some(gpu) = common::gpu() else { return };
-    let (n, k, group) = (65536 + 37, 1536, 64);
+    let (k, group) = (1536, 64);
     let lanes = lanes_quant(k, 4);
     let (decode, batch) = (qplan(n, 1, lanes), qplan(n, 9, lanes));
-    assert_eq!(
-        (decode.rows, batch.rows),
-        (4, 4),
-        "the case this test is for"
-    );
-    assert_ne!(decode.wg, batch.wg, "the case this test is for");
+    assert_eq!(decode.rows, rows, "N = {n}: the case this test is for");
+    assert_ne!(decode, batch, "N = {n}: the case this test is for");
 
     let mut rng = common::rng(41);
     let mut codes = vec![0u8; n * k / 2];
@@ -278,9 +281,9 @@ fn lm_head_sized_decode_plan_is_invariant_and_accurate() {
         out
     };
     let (scales, biases) = (bf16(&mut rng, 0.01), bf16(&mut rng, 0.1));
-    let params = QuantParams::new(group, 4, "lm head").unwrap();
+    let params = QuantParams::new(group, 4, "large").unwrap();
     let q = QuantizedTensor::new(
-        "lm head",
+        "large",
         vec![n, k],
         params,
         DType::BF16,
@@ -295,7 +298,11 @@ fn lm_head_sized_decode_plan_is_invariant_and_accurate() {
     let y = run(gpu, &op, &x, m);
     for r in [0, 5, 8] {
         let one = run(gpu, &op, &x[r * k..(r + 1) * k], 1);
-        assert_bits(&format!("row {r} of M = 9 vs M = 1"), row(&y, n, r), &one);
+        assert_bits(
+            &format!("N = {n}: row {r} of M = 9 vs M = 1"),
+            row(&y, n, r),
+            &one,
+        );
     }
 
     let sample: Vec<usize> = (0..40).chain(n - 45..n).collect();
@@ -317,6 +324,6 @@ fn lm_head_sized_decode_plan_is_invariant_and_accurate() {
             worst = worst.max((want - got).abs() / (U * mass));
         }
     }
-    eprintln!("LM-head-sized: worst ratio {worst:.3} (budget {depth})");
-    assert!(worst <= depth, "error ratio {worst} over {depth}");
+    eprintln!("N = {n}: worst ratio {worst:.3} (budget {depth})");
+    assert!(worst <= depth, "N = {n}: error ratio {worst} over {depth}");
 }

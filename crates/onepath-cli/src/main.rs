@@ -71,10 +71,10 @@ enum BenchWhat {
         /// Timed calls per case (after warm-up), back to back.
         #[arg(long, default_value_t = 20)]
         iters: u32,
-        /// Rows of x.
+        /// Rows of x (comma-separated).
         #[arg(long, value_delimiter = ',', default_values_t = [1usize, 512])]
         m: Vec<usize>,
-        /// Weight shapes N x K.
+        /// Weight shapes N x K (comma-separated, e.g. 6144x1536,262144x1536).
         #[arg(long, value_delimiter = ',', default_values = ["6144x1536", "1536x6144", "262144x1536"])]
         shapes: Vec<String>,
     },
@@ -84,13 +84,13 @@ enum BenchWhat {
         /// Timed calls per case (after warm-up), back to back.
         #[arg(long, default_value_t = 20)]
         iters: u32,
-        /// Batch sizes to run.
+        /// Batch sizes to run (comma-separated).
         #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 32])]
         batch: Vec<usize>,
-        /// Head dims to run.
+        /// Head dims to run (comma-separated).
         #[arg(long, value_delimiter = ',', default_values_t = [256usize, 512])]
         head_dim: Vec<usize>,
-        /// Key counts to run.
+        /// Key counts to run (comma-separated).
         #[arg(long, value_delimiter = ',', default_values_t = [4096usize, 32768])]
         keys: Vec<usize>,
         /// How chunk work is spread: auto, groups (a workgroup per group of 8 rows) or rows (a

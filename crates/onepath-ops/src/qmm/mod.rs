@@ -31,7 +31,7 @@ pub const WG: usize = 256;
 const MAX_GRID: u32 = 65535;
 
 /// Invocations per workgroup of the quantized kernel below 32 lanes for more than [`MT`] rows
-/// (64 for fewer, 256 from 32 lanes on; see [`qplan`]).
+/// (256 from 32 lanes on; decode calls take 4 x lanes, at least 64; see [`qplan`]).
 pub const QWG: usize = 128;
 /// Most rows of W per invocation of the quantized kernel (not part of the numerical contract;
 /// see [`qplan`]).
@@ -49,40 +49,41 @@ pub struct QPlan {
 /// The quantized kernel's workgroup shape for an `m`-row call of an `n`-row matrix with `lanes`
 /// lanes per output element.
 ///
-/// * `wg` = 256 from 32 lanes on (so a workgroup still holds 4 or more rows per pass); below
-///   that, 64 for a decode call (up to [`MT`] rows) and 128 for more rows.
-/// * rows per invocation: more than [`MT`] rows of x reuse W from L1 and favour the fewest
-///   instructions per byte ([`QROWS`]); up to [`MT`] rows (decode) is bound by how many loads are
-///   in flight, so small N gets fewer rows per invocation and more invocations: 4 while that
-///   still leaves 2^18 invocations, 2 while that leaves 2^17, else 1.
+/// * Decode calls (up to [`MT`] rows) are bound by how many loads are in flight and by how
+///   long the last invocations take: a workgroup holds 4 slots (`wg` = 4 x `lanes`, at least
+///   64), and a slot takes 1 row of W while that gives at most 2^17 invocations, 2 rows up to
+///   2^20 and 4 beyond (more rows per invocation means fewer, longer invocations).
+/// * More rows of x reuse W from L1 and favour the fewest instructions per byte: [`QROWS`]
+///   rows per slot, `wg` = 256 from 32 lanes on (so a workgroup still holds 4 or more rows per
+///   pass), else 128.
 ///
-/// (Measured on an H100, M = 1. Rows: 1 instead of 2 made 1536 x 6144 8 % faster; 1 or 2 rows
-/// instead of 4 made the 262144-row LM head 4 to 23 % slower. Registers: 40, 63 and 71 for 1, 2
-/// and 4 rows. Invocations, with scales and biases interleaved: 64 instead of 128 took the LM
-/// head from 102.1 to 96.0 us in one pass (32: 118; 256: 104.6) and 6144 x 1536 from 7.7 to
-/// 7.3 us; at 64 lanes, 128 instead of 256 took 1536 x 6144 from 7.9 to 9.2 us.)
+/// (Measured on an H100 at M = 1, one pass, with scales and biases interleaved:
+/// * rows: 12288 x 1536 took 11.5 us at 1 row, 9.6 at 2, 10.0 at 4; 8960 x 1536 10.8 at 1 and
+///   8.6 at 2; 3072 x 6144 (64 lanes) 14.7 at 1 and 10.5 at 2; 6144 x 1536 7.3 at 1 and 7.1 at
+///   2 (within its run-to-run spread); 1536 x 12288 (64 lanes) 12.2 at 1 and 13.2 at 2; the
+///   262144-row LM head is 4 to 23 % slower at 1 or 2 rows than at 4.
+/// * invocations: 1536 x 4096 (32 lanes) took 7.6 us at 128 and 8.2 at 256; 1536 x 6144
+///   (64 lanes) 7.9 at 256 and 9.2 at 128; the LM head (16 lanes) 96.0 at 64, 102.1 at 128,
+///   104.6 at 256 and 118 at 32; 6144 x 1536 7.3 at 64, 7.7 at 128.)
 pub fn qplan(n: usize, m: usize, lanes: u32) -> QPlan {
-    let rows = if m > MT {
-        QROWS as u32
-    } else {
-        let threads = n * lanes as usize;
-        let by_n = if threads / 4 >= 1 << 18 {
-            4
-        } else if threads / 2 >= 1 << 17 {
-            2
-        } else {
-            1
+    if m > MT {
+        return QPlan {
+            wg: if lanes >= 32 { 256 } else { QWG as u32 },
+            rows: QROWS as u32,
         };
-        by_n.min(QROWS as u32)
-    };
-    let wg = if lanes >= 32 {
-        256
-    } else if m <= MT {
-        64
+    }
+    let threads = n * lanes as usize;
+    let rows = if threads > 1 << 20 {
+        4
+    } else if threads > 1 << 17 {
+        2
     } else {
-        128
+        1
     };
-    QPlan { wg, rows }
+    QPlan {
+        wg: (4 * lanes).max(64),
+        rows: rows.min(QROWS as u32),
+    }
 }
 
 /// Lanes per output element of the quantized kernel for a row of `k` inputs at `bits` bits: a
