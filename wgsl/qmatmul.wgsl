@@ -40,8 +40,10 @@
 //     nodes per row each fold their Q = LANES / P leaves (strides LANES/2 .. P of the tree) in
 //     one thread, then one thread per row folds the P nodes (strides P/2 .. 1). Same tree, same
 //     bits, 2 barriers instead of log2(LANES) + 1.
-//   Rows of x (up to MT per workgroup, grid x) are processed one after another; their repeated
-//   W loads hit L1.
+//   Rows of x (up to MT per workgroup, grid x) are processed XT at a time (1 or 2), the next
+//   ones after; their repeated W loads hit L1. With XT = 2 each code is decoded once for both
+//   rows of x (unit_dot2), which is what bounds calls of several rows (they are compute-bound);
+//   each row's operations and their order are those of XT = 1.
 
 override BITS: u32 = 4u;      // 4 or 8
 override GROUP: u32 = 64u;    // 32, 64 or 128
@@ -49,6 +51,7 @@ override SCALE_DT: u32 = 2u;  // 0 = f32, 1 = f16, 2 = bf16
 override LANES: u32 = 16u;    // lanes per output element: power of two, 1..64
 override WG: u32 = 128u;      // invocations per workgroup: 64, 128 or 256 (not in the contract)
 override R: u32 = 4u;         // rows of W per invocation: 1..4 (not in the contract)
+override XT: u32 = 1u;        // rows of x an invocation works on at once: 1 or 2 (not in the contract)
 
 const MT: u32 = 8u;           // rows of x per workgroup
 
@@ -153,40 +156,62 @@ fn x_unit(xb: u32) -> XU {
     return XU(x0, x1, x2, x3, x4, x5, x6, x7, (s4.x + s4.y) + (s4.z + s4.w));
 }
 
-// d of one unit: vec4 fma chain over the unit's codes in storage order, combined.
-fn unit_dot(q: vec4<u32>, u: XU) -> f32 {
-    var dq = vec4<f32>(0.0);
+// d of one unit for two rows of x (u, v) with the same codes: for each, a vec4 fma chain over
+// the unit's codes in storage order, combined. Each code is decoded once for both.
+fn unit_dot2(q: vec4<u32>, u: XU, v: XU) -> vec2<f32> {
+    var du = vec4<f32>(0.0);
+    var dv = vec4<f32>(0.0);
     if (BITS == 4u) {
         let a = codes_word(q.x);
-        dq = fma(u.x0, a.lo, dq);
-        dq = fma(u.x1, a.hi, dq);
+        du = fma(u.x0, a.lo, du);
+        dv = fma(v.x0, a.lo, dv);
+        du = fma(u.x1, a.hi, du);
+        dv = fma(v.x1, a.hi, dv);
         let b = codes_word(q.y);
-        dq = fma(u.x2, b.lo, dq);
-        dq = fma(u.x3, b.hi, dq);
+        du = fma(u.x2, b.lo, du);
+        dv = fma(v.x2, b.lo, dv);
+        du = fma(u.x3, b.hi, du);
+        dv = fma(v.x3, b.hi, dv);
         let c = codes_word(q.z);
-        dq = fma(u.x4, c.lo, dq);
-        dq = fma(u.x5, c.hi, dq);
+        du = fma(u.x4, c.lo, du);
+        dv = fma(v.x4, c.lo, dv);
+        du = fma(u.x5, c.hi, du);
+        dv = fma(v.x5, c.hi, dv);
         let d = codes_word(q.w);
-        dq = fma(u.x6, d.lo, dq);
-        dq = fma(u.x7, d.hi, dq);
+        du = fma(u.x6, d.lo, du);
+        dv = fma(v.x6, d.lo, dv);
+        du = fma(u.x7, d.hi, du);
+        dv = fma(v.x7, d.hi, dv);
     } else {
         let a = codes_word(q.x);
-        dq = fma(u.x0, vec4<f32>(a.lo.xy, a.hi.xy), dq);
+        let qa = vec4<f32>(a.lo.xy, a.hi.xy);
+        du = fma(u.x0, qa, du);
+        dv = fma(v.x0, qa, dv);
         let b = codes_word(q.y);
-        dq = fma(u.x1, vec4<f32>(b.lo.xy, b.hi.xy), dq);
+        let qb = vec4<f32>(b.lo.xy, b.hi.xy);
+        du = fma(u.x1, qb, du);
+        dv = fma(v.x1, qb, dv);
         let c = codes_word(q.z);
-        dq = fma(u.x2, vec4<f32>(c.lo.xy, c.hi.xy), dq);
+        let qc = vec4<f32>(c.lo.xy, c.hi.xy);
+        du = fma(u.x2, qc, du);
+        dv = fma(v.x2, qc, dv);
         let d = codes_word(q.w);
-        dq = fma(u.x3, vec4<f32>(d.lo.xy, d.hi.xy), dq);
+        let qd = vec4<f32>(d.lo.xy, d.hi.xy);
+        du = fma(u.x3, qd, du);
+        dv = fma(v.x3, qd, dv);
     }
-    return (dq.x + dq.y) + (dq.z + dq.w);
+    return vec2<f32>((du.x + du.y) + (du.z + du.w), (dv.x + dv.y) + (dv.z + dv.w));
 }
 
-// One unit of one row into its lane's accumulator: acc = fma(s, d, fma(b, sx, acc)).
-fn row_step(acc: f32, q: vec4<u32>, pair: vec2<u32>, u: XU) -> f32 {
-    let d = unit_dot(q, u);
+// One unit of one row of W into the lane accumulators of two rows of x (u into .x, v into .y):
+// acc = fma(s, d, fma(b, sx, acc)). With XT = 1, v is u and .y is never read.
+fn row_step2(acc: vec2<f32>, q: vec4<u32>, pair: vec2<u32>, u: XU, v: XU) -> vec2<f32> {
+    let d = unit_dot2(q, u, v);
     let sbv = sb_pair(pair);
-    return fma(sbv.x, d, fma(sbv.y, u.sx, acc));
+    return vec2<f32>(
+        fma(sbv.x, d.x, fma(sbv.y, u.sx, acc.x)),
+        fma(sbv.x, d.y, fma(sbv.y, v.sx, acc.y)),
+    );
 }
 
 // The pairwise tree (strides n/2, ..., 1) over sm[b], sm[b + s], ..., sm[b + (n - 1) s];
@@ -249,12 +274,15 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let P = select(select(select(1u, 2u, LANES >= 4u), 4u, LANES >= 16u), 8u, LANES >= 64u);
     let Q = LANES / P;
 
-    for (var i = 0u; i < mrows; i++) {
+    for (var i = 0u; i < mrows; i += XT) {
+        // This pass's rows of x: i, and i + 1 with XT = 2 while there is one.
+        let nx = select(1u, 2u, XT == 2u && i + 1u < mrows);
         let xrow = (m0 + i) * k4;
-        var a0 = 0.0;
-        var a1 = 0.0;
-        var a2 = 0.0;
-        var a3 = 0.0;
+        let xrow2 = xrow + (nx - 1u) * k4;
+        var a0 = vec2<f32>(0.0);
+        var a1 = vec2<f32>(0.0);
+        var a2 = vec2<f32>(0.0);
+        var a3 = vec2<f32>(0.0);
         for (var j = 0u; j < nu; j += 3u) {
             // Units a, b, c of this lane (b, c re-read a where the lane has no more).
             let ua = lane + j * LANES;
@@ -316,67 +344,89 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
             }
             // Unit a, then b, then c: each lane's units in order.
             let xa = x_unit(xrow + ua * xpu);
-            a0 = row_step(a0, qa0, pa0, xa);
+            var xa2 = xa;
+            if (XT == 2u) {
+                xa2 = x_unit(xrow2 + ua * xpu);
+            }
+            a0 = row_step2(a0, qa0, pa0, xa, xa2);
             if (R > 1u) {
-                a1 = row_step(a1, qa1, pa1, xa);
+                a1 = row_step2(a1, qa1, pa1, xa, xa2);
             }
             if (R > 2u) {
-                a2 = row_step(a2, qa2, pa2, xa);
+                a2 = row_step2(a2, qa2, pa2, xa, xa2);
             }
             if (R > 3u) {
-                a3 = row_step(a3, qa3, pa3, xa);
+                a3 = row_step2(a3, qa3, pa3, xa, xa2);
             }
             if (hb) {
                 let xb = x_unit(xrow + ub * xpu);
-                a0 = row_step(a0, qb0, pb0, xb);
+                var xb2 = xb;
+                if (XT == 2u) {
+                    xb2 = x_unit(xrow2 + ub * xpu);
+                }
+                a0 = row_step2(a0, qb0, pb0, xb, xb2);
                 if (R > 1u) {
-                    a1 = row_step(a1, qb1, pb1, xb);
+                    a1 = row_step2(a1, qb1, pb1, xb, xb2);
                 }
                 if (R > 2u) {
-                    a2 = row_step(a2, qb2, pb2, xb);
+                    a2 = row_step2(a2, qb2, pb2, xb, xb2);
                 }
                 if (R > 3u) {
-                    a3 = row_step(a3, qb3, pb3, xb);
+                    a3 = row_step2(a3, qb3, pb3, xb, xb2);
                 }
             }
             if (hc) {
                 let xc = x_unit(xrow + uc * xpu);
-                a0 = row_step(a0, qc0, pc0, xc);
+                var xc2 = xc;
+                if (XT == 2u) {
+                    xc2 = x_unit(xrow2 + uc * xpu);
+                }
+                a0 = row_step2(a0, qc0, pc0, xc, xc2);
                 if (R > 1u) {
-                    a1 = row_step(a1, qc1, pc1, xc);
+                    a1 = row_step2(a1, qc1, pc1, xc, xc2);
                 }
                 if (R > 2u) {
-                    a2 = row_step(a2, qc2, pc2, xc);
+                    a2 = row_step2(a2, qc2, pc2, xc, xc2);
                 }
                 if (R > 3u) {
-                    a3 = row_step(a3, qc3, pc3, xc);
+                    a3 = row_step2(a3, qc3, pc3, xc, xc2);
                 }
             }
         }
-        let xr = m0 + i;
-        if (LANES == 1u) {
-            store_y(xr, rb + slot, a0);
-            if (R > 1u) {
-                store_y(xr, rb + slot + S, a1);
+        for (var h = 0u; h < nx; h++) {
+            let xr = m0 + i + h;
+            let hi = h == 1u;
+            let v0 = select(a0.x, a0.y, hi);
+            let v1 = select(a1.x, a1.y, hi);
+            let v2 = select(a2.x, a2.y, hi);
+            let v3 = select(a3.x, a3.y, hi);
+            if (LANES == 1u) {
+                store_y(xr, rb + slot, v0);
+                if (R > 1u) {
+                    store_y(xr, rb + slot + S, v1);
+                }
+                if (R > 2u) {
+                    store_y(xr, rb + slot + 2u * S, v2);
+                }
+                if (R > 3u) {
+                    store_y(xr, rb + slot + 3u * S, v3);
+                }
+                continue;
             }
-            if (R > 2u) {
-                store_y(xr, rb + slot + 2u * S, a2);
+            if (h > 0u) {
+                workgroupBarrier(); // the first row's fold has read sm
             }
-            if (R > 3u) {
-                store_y(xr, rb + slot + 3u * S, a3);
-            }
-        } else {
             // Partials at lane * rpw + (row in workgroup).
             let e = lane * rpw + slot;
-            sm[e] = a0;
+            sm[e] = v0;
             if (R > 1u) {
-                sm[e + S] = a1;
+                sm[e + S] = v1;
             }
             if (R > 2u) {
-                sm[e + 2u * S] = a2;
+                sm[e + 2u * S] = v2;
             }
             if (R > 3u) {
-                sm[e + 3u * S] = a3;
+                sm[e + 3u * S] = v3;
             }
             workgroupBarrier();
             // Phase 1: node f = nd * rpw + row (nd < P) folds lanes nd, nd + P, ... (strides
@@ -397,9 +447,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
                     store_y(xr, rb + r, fold_sm(r, rpw, P));
                 }
             }
-            if (i + 1u < mrows) {
-                workgroupBarrier(); // the next row of x reuses sm
-            }
+        }
+        if (LANES > 1u && i + XT < mrows) {
+            workgroupBarrier(); // the next rows of x reuse sm
         }
     }
 }

@@ -12,7 +12,7 @@ after a 0.3 s warm-up; median (`time_us`); `span_us`: `iters` calls replayed fro
 graph, events at the two ends, over `iters` (what onepath's one-pass figure is compared with);
 and `loop_us`: `iters` plain launches back to back, events at the two ends only. GB/s = bytes of packed weights + scales/zeros / time.
 Prints one JSON object (progress lines on stderr).
-Run: python3 bench/peers/torch_int4.py
+Run: python3 bench/peers/torch_int4.py [M,M,...]   (rows of x; default 1,512)
 """
 import json
 import sys
@@ -99,9 +99,10 @@ def main():
         print(json.dumps({"peer": "torch int4 (tinygemm)", "torch": torch.__version__,
                           "error": f"this torch has no torch.ops.aten.{', '.join(missing)}"}))
         return 1
+    ms = [int(v) for v in sys.argv[1].split(",")] if len(sys.argv) > 1 else MS
     rows = []
     for n, k in SHAPES:
-        for m in MS:
+        for m in ms:
             try:
                 rows.append(case(n, k, m))
             except Exception as e:  # report, never hide

@@ -9,8 +9,9 @@
 //! the bits of the same row computed alone.
 //!
 //! Quantized workgroups: `wg` invocations = `wg / LANES` slots x `LANES` lanes, a slot owning
-//! `rows` rows of W (each x load serves all of them), both chosen per shape by [`qplan`] (they
-//! never reach the arithmetic); dense workgroups: [`WG`] invocations = `WG / LANES` rows x
+//! `rows` rows of W (each x load serves all of them) and working on `xrows` rows of x at once
+//! (each code decoded once for them), all chosen per shape by [`qplan`] (they never reach the
+//! arithmetic); dense workgroups: [`WG`] invocations = `WG / LANES` rows x
 //! `LANES` lanes. Grid x = tiles of [`MT`] rows of x, grid y (+ z) = blocks of output rows. A tied LM head is a [`QMatmul`] on the embedding's [`QWeights`], which an
 //! [`EmbedGather`] can share.
 
@@ -42,40 +43,57 @@ pub const QROWS: usize = 4;
 /// fixed by K alone), so the shape may depend on N and M.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QPlan {
+    /// Invocations per workgroup.
     pub wg: u32,
+    /// Rows of W per invocation.
     pub rows: u32,
+    /// Rows of x an invocation works on at once (1 or 2): with 2, each code is decoded once
+    /// for both.
+    pub xrows: u32,
 }
 
 /// The quantized kernel's workgroup shape for an `m`-row call of an `n`-row matrix with `lanes`
 /// lanes per output element.
 ///
-/// * Decode calls (up to [`MT`] rows) are bound by how many loads are in flight and by how
+/// * One row of x (decode of one sequence) is bound by how many loads are in flight and by how
 ///   long the last invocations take: a workgroup holds 4 slots (`wg` = 4 x `lanes`, at least
 ///   64), and a slot takes 1 row of W while that gives at most 2^17 invocations, 2 rows up to
 ///   2^20 and 4 beyond (more rows per invocation means fewer, longer invocations).
-/// * More rows of x reuse W from L1 and favour the fewest instructions per byte: [`QROWS`]
-///   rows per slot, `wg` = 256 from 32 lanes on (so a workgroup still holds 4 or more rows per
-///   pass), else 128.
+/// * From 2 rows of x on the kernel is bound by instructions: invocations take rows of x two
+///   at a time (`xrows` = 2, each code decoded once for both) and more rows of W (each x load
+///   and unit sum serves them all). Up to [`MT`] rows: the same workgroups, rows of W 4 times
+///   as soon as above (1 up to 2^15 invocations at 1 row, 2 up to 2^17, else 4). More rows
+///   reuse W from L1: [`QROWS`] rows per slot, `wg` = 256 from 32 lanes on (so a workgroup still
+///   holds 4 or more rows per pass), else 128.
 ///
-/// (Measured on an H100 at M = 1, one pass, with scales and biases interleaved:
-/// * rows: 12288 x 1536 took 11.5 us at 1 row, 9.6 at 2, 10.0 at 4; 8960 x 1536 10.8 at 1 and
-///   8.6 at 2; 3072 x 6144 (64 lanes) 14.7 at 1 and 10.5 at 2; 6144 x 1536 7.3 at 1 and 7.1 at
-///   2 (within its run-to-run spread); 1536 x 12288 (64 lanes) 12.2 at 1 and 13.2 at 2; the
-///   262144-row LM head is 4 to 23 % slower at 1 or 2 rows than at 4.
-/// * invocations: 1536 x 4096 (32 lanes) took 7.6 us at 128 and 8.2 at 256; 1536 x 6144
+/// (Measured on an H100, one pass, with scales and biases interleaved:
+/// * M = 1, rows: 12288 x 1536 took 11.5 us at 1 row, 9.6 at 2, 10.0 at 4; 8960 x 1536 10.8
+///   at 1 and 8.6 at 2; 3072 x 6144 (64 lanes) 14.7 at 1 and 10.5 at 2; 6144 x 1536 7.3 at 1
+///   and 7.1 at 2 (within its run-to-run spread); 1536 x 12288 (64 lanes) 12.2 at 1 and 13.2 at
+///   2; the 262144-row LM head is 4 to 23 % slower at 1 or 2 rows than at 4.
+/// * M = 1, invocations: 1536 x 4096 (32 lanes) took 7.6 us at 128 and 8.2 at 256; 1536 x 6144
 ///   (64 lanes) 7.9 at 256 and 9.2 at 128; the LM head (16 lanes) 96.0 at 64, 102.1 at 128,
-///   104.6 at 256 and 118 at 32; 6144 x 1536 7.3 at 64, 7.7 at 128.)
+///   104.6 at 256 and 118 at 32; 6144 x 1536 7.3 at 64, 7.7 at 128.
+/// * M = 2, 4, 8 with 2 rows of x at once, rows of W 1 / 2 / 4: 6144 x 1536 28.1 / 21.3 /
+///   24.6 us at M = 8; 12288 x 1536 51.6 / 37.1 / 32.5; the LM head 986 / 615 / 532; 2048 x
+///   1536 15.3 / 14.6 / 23.6; 1536 x 6144 28.3 / 28.4 / 27.9.)
 pub fn qplan(n: usize, m: usize, lanes: u32) -> QPlan {
     if m > MT {
         return QPlan {
             wg: if lanes >= 32 { 256 } else { QWG as u32 },
             rows: QROWS as u32,
+            xrows: 2,
         };
     }
     let threads = n * lanes as usize;
-    let rows = if threads > 1 << 20 {
+    let (two, four) = if m == 1 {
+        (1 << 17, 1 << 20)
+    } else {
+        (1 << 15, 1 << 17)
+    };
+    let rows = if threads > four {
         4
-    } else if threads > 1 << 17 {
+    } else if threads > two {
         2
     } else {
         1
@@ -83,6 +101,7 @@ pub fn qplan(n: usize, m: usize, lanes: u32) -> QPlan {
     QPlan {
         wg: (4 * lanes).max(64),
         rows: rows.min(QROWS as u32),
+        xrows: if m == 1 { 1 } else { 2 },
     }
 }
 
@@ -276,16 +295,17 @@ fn params(
 /// `y = x W^T` with W quantized (MLX affine), dequantised inside the kernel.
 pub struct QMatmul {
     pub weights: Arc<QWeights>,
-    /// Pipelines for calls of up to [`MT`] rows and of more, with their shapes.
+    /// Pipelines for calls of 1 row, of up to [`MT`] rows and of more, with their shapes.
     decode: (Arc<wgpu::ComputePipeline>, QPlan),
+    few: (Arc<wgpu::ComputePipeline>, QPlan),
     batch: (Arc<wgpu::ComputePipeline>, QPlan),
     lanes: u32,
 }
 
 impl QMatmul {
     /// Compiles (or fetches) the pipelines for `weights` (see [`QWeights::upload`]): one per
-    /// workgroup shape [`qplan`] picks for its N, at M = 1 and at M > [`MT`]. They differ only
-    /// in how rows are spread over invocations, never in the arithmetic.
+    /// workgroup shape [`qplan`] picks for its N, at M = 1, at 2 to [`MT`] rows and beyond. They
+    /// differ only in how rows are spread over invocations, never in the arithmetic.
     pub async fn new(gpu: &Gpu, weights: Arc<QWeights>) -> Result<QMatmul, OpError> {
         let lanes = lanes_quant(weights.cols, weights.bits);
         let build = async |plan: QPlan| -> Result<_, OpError> {
@@ -299,16 +319,19 @@ impl QMatmul {
                         ("LANES", f64::from(lanes)),
                         ("WG", f64::from(plan.wg)),
                         ("R", f64::from(plan.rows)),
+                        ("XT", f64::from(plan.xrows)),
                     ],
                 )
                 .await?;
             Ok((pipeline, plan))
         };
         let decode = build(qplan(weights.rows, 1, lanes)).await?;
+        let few = build(qplan(weights.rows, 2, lanes)).await?;
         let batch = build(qplan(weights.rows, MT + 1, lanes)).await?;
         Ok(QMatmul {
             weights,
             decode,
+            few,
             batch,
             lanes,
         })
@@ -329,7 +352,13 @@ impl QMatmul {
     ) -> Result<PreparedMatmul, OpError> {
         let (k, n) = (self.weights.cols, self.weights.rows);
         check_call(gpu, m, k, n, x, y)?;
-        let (pipeline, plan) = if m > MT { &self.batch } else { &self.decode };
+        let (pipeline, plan) = if m > MT {
+            &self.batch
+        } else if m > 1 {
+            &self.few
+        } else {
+            &self.decode
+        };
         let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;
         let mut dispatches = Vec::new();
         let mut keep = Vec::new();
