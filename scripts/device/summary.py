@@ -69,6 +69,11 @@ if o:
         loop = qpeer.get(key, {}).get("loop_us")
         print(f"{key} | {r['effective_gb_s']:.0f}, {gb1} | {f1(r.get('one_pass_independent_us'))}"
               f" | {f1(loop)} | {target.get(key[:2], 0):.0f}")
+om, tm = load("onepath_qmm_m.json"), load("torch_int4_m.json")
+if om and tm:
+    peer_m = {qmm_key(r): r for r in tm["results"]}
+    compare("qmatmul, several rows of x (n, k, m)",
+            [(qmm_key(r), r) for r in om["results"] if "skipped" not in r], peer_m)
 p = load("parity.json")
 if p:
     print("parity all_bitwise_equal:", p.get("all_bitwise_equal"))
