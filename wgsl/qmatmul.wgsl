@@ -21,13 +21,13 @@
 // Design (GEMV-first; M = 1 is the decode case). None of this reaches the arithmetic above:
 //   * WG invocations = S = WG / LANES slots x LANES lanes; a slot owns R rows of W (rows
 //     slot, slot + S, ..., of the workgroup's S * R), and each x unit it loads (32 f32 = 8 vec4,
-//     from L1) and its sum sx serve all R. WG (64, 128 or 256) and R (1..4) are chosen by the host
-//     per shape (`qmm::plan`): R = 1 gives small-N matrices 4x the threads of R = 4; large N
-//     keeps R = 4 (fewest instructions per byte).
+//     from L1) and its sum sx serve all R. WG (64, 128 or 256), R (1..4) and XT (below) are
+//     chosen by the host per shape (`qmm::qplan`): R = 1 gives small-N matrices 4x the threads
+//     of R = 4; large N keeps R = 4 (fewest instructions per byte).
 //   * slots are the fastest index inside a warp (t = ((slot_hi * LANES + lane) * SL + slot_lo),
-//     SL = min(S, 8)): a warp holds 8 rows x 4 lanes (LANES >= 4), so one x load instruction
-//     touches 4 cache lines instead of 16-32 (x reuse in a warp = SL * R), and a W
-//     load 8 rows x 64 contiguous bytes (the workgroup's 4 warps cover 256 contiguous bytes).
+//     SL = min(S, 8)): with the decode plans' 4 slots a warp holds 4 rows x 8 lanes, so one x
+//     load instruction touches 8 cache lines instead of 32 (x reuse in a warp = SL * R), and a
+//     W load 4 rows x 128 contiguous bytes (8 slots: 8 rows x 4 lanes, 4 lines, 64 bytes).
 //   * a lane's units are loaded 3 at a time (every decode shape has exactly 3 units per lane):
 //     3 * R vec4 W loads and 3 * R scale/bias loads are issued, as explicit variables, before
 //     any arithmetic, so each thread waits for DRAM once instead of once per unit.
