@@ -24,6 +24,7 @@ cargo test --workspace
 step "examples (each checks its own bitwise claims and fails if one does not hold)"
 cargo run --quiet --example sdpa
 cargo run --quiet --example decode_loop
+cargo run --quiet --example qmatmul
 
 step "GPU conformance tests on the GL backend, with wgpu's shader run-time checks on"
 # One test thread: wgpu's GL backend runs everything on one context and panics when a thread
