@@ -247,9 +247,9 @@ fn decode_shapes_are_accurate_and_invariant() {
 }
 
 /// Matrices large enough for the decode plan to take 2 rows per invocation (8999 x 1536) and 4
-/// (65573 x 1536, LM-head-sized), 4-bit, group 64: the batch plan (M = 9) takes 4 rows in
-/// workgroups of another size (`qplan`). Rows of the M = 9 call equal the same rows computed
-/// alone, bit for bit, and a sample of outputs (the first rows of W and the partial last
+/// (65573 x 1536, LM-head-sized), 4-bit, group 64: the plans for 2 to 8 rows (M = 5) and for
+/// more (M = 9) take other rows and workgroups, two rows of x at a time (`qplan`). Rows of the
+/// M = 5 and M = 9 calls equal the same rows computed alone, bit for bit, and a sample of outputs (the first rows of W and the partial last
 /// workgroup) is accurate against the f64 oracle. Codes, scales and biases are random bytes
 /// (quantizing 100 M weights would dominate the test).
 #[test]
@@ -296,13 +296,21 @@ fn check_decode_plan(gpu: &onepath::gpu::Gpu, n: usize, rows: u32) {
     let m = 9;
     let x = common::randn(&mut common::rng(42), m * k);
     let y = run(gpu, &op, &x, m);
-    for r in [0, 5, 8] {
+    let y5 = run(gpu, &op, &x[..5 * k], 5); // the plan for 2 to 8 rows
+    for r in [0, 4, 5, 8] {
         let one = run(gpu, &op, &x[r * k..(r + 1) * k], 1);
         assert_bits(
             &format!("N = {n}: row {r} of M = 9 vs M = 1"),
             row(&y, n, r),
             &one,
         );
+        if r < 5 {
+            assert_bits(
+                &format!("N = {n}: row {r} of M = 5 vs M = 1"),
+                row(&y5, n, r),
+                &one,
+            );
+        }
     }
 
     let sample: Vec<usize> = (0..40).chain(n - 45..n).collect();

@@ -61,8 +61,9 @@ pub struct QPlan {
 ///   2^20 and 4 beyond (more rows per invocation means fewer, longer invocations).
 /// * From 2 rows of x on the kernel is bound by instructions: invocations take rows of x two
 ///   at a time (`xrows` = 2, each code decoded once for both) and more rows of W (each x load
-///   and unit sum serves them all). Up to [`MT`] rows: the same workgroups, rows of W 4 times
-///   as soon as above (1 up to 2^15 invocations at 1 row, 2 up to 2^17, else 4). More rows
+///   and unit sum serves them all). Up to [`MT`] rows: workgroups of 8 slots up to 16 lanes
+///   (else 4, as above), rows of W 4 times as soon as above (1 up to 2^15 invocations at 1 row,
+///   2 up to 2^17, else 4). More rows
 ///   reuse W from L1: [`QROWS`] rows per slot, `wg` = 256 from 32 lanes on (so a workgroup still
 ///   holds 4 or more rows per pass), else 128.
 ///
@@ -76,7 +77,10 @@ pub struct QPlan {
 ///   104.6 at 256 and 118 at 32; 6144 x 1536 7.3 at 64, 7.7 at 128.
 /// * M = 2, 4, 8 with 2 rows of x at once, rows of W 1 / 2 / 4: 6144 x 1536 28.1 / 21.3 /
 ///   24.6 us at M = 8; 12288 x 1536 51.6 / 37.1 / 32.5; the LM head 986 / 615 / 532; 2048 x
-///   1536 15.3 / 14.6 / 23.6; 1536 x 6144 28.3 / 28.4 / 27.9.)
+///   1536 15.3 / 14.6 / 23.6; 1536 x 6144 28.3 / 28.4 / 27.9. Invocations at 16 lanes, 64 /
+///   128 / 256: the LM head 531.5 / 503.4 / 538.3 us at M = 8 (145.3 / 143.2 / 147.0 at
+///   M = 2); 6144 x 1536 21.3 / 20.9 at M = 8. More than 8 rows: 128 invocations took 6144 x
+///   1536 721 us at M = 512, 64 took 769 and 256 786; the LM head 30979 at 128, 32681 at 64.)
 pub fn qplan(n: usize, m: usize, lanes: u32) -> QPlan {
     if m > MT {
         return QPlan {
@@ -98,8 +102,10 @@ pub fn qplan(n: usize, m: usize, lanes: u32) -> QPlan {
     } else {
         1
     };
+    // 4 slots per workgroup; 8 from 2 rows of x on at up to 16 lanes.
+    let slots = if m > 1 && lanes <= 16 { 8 } else { 4 };
     QPlan {
-        wg: (4 * lanes).max(64),
+        wg: (slots * lanes).max(64),
         rows: rows.min(QROWS as u32),
         xrows: if m == 1 { 1 } else { 2 },
     }
