@@ -113,7 +113,8 @@ fn fixture_accuracy_vs_f64_and_mlx() {
 }
 
 /// Row m of an M-row call equals the row computed alone, bit for bit, for M = 1, 2, 7, 64, 300
-/// and for windows that start mid-batch; repeated runs are identical.
+/// and for windows that start mid-batch, with either kernel (GEMV and tiled); repeated runs
+/// are identical.
 #[test]
 fn rows_are_batch_invariant() {
     let Some(gpu) = common::gpu() else { return };
@@ -124,20 +125,22 @@ fn rows_are_batch_invariant() {
     let alone: Vec<Vec<f32>> = (0..300)
         .map(|r| run(gpu, &op, &x[r * k..(r + 1) * k], 1))
         .collect();
-    for (start, m) in [(0, 1), (0, 2), (0, 7), (5, 7), (0, 64), (3, 64), (0, 300)] {
-        let y = run(gpu, &op, &x[start * k..(start + m) * k], m);
-        for r in 0..m {
-            assert_eq!(
-                bits(row(&y, n, r)),
-                bits(&alone[start + r]),
-                "row {} of an M = {m} call starting at {start}",
-                start + r
-            );
+    for kernel in KERNELS {
+        for (start, m) in [(0, 1), (0, 2), (0, 7), (5, 7), (0, 64), (3, 64), (0, 300)] {
+            let y = run_with(gpu, &op, &x[start * k..(start + m) * k], m, kernel);
+            for r in 0..m {
+                assert_eq!(
+                    bits(row(&y, n, r)),
+                    bits(&alone[start + r]),
+                    "{kernel:?}: row {} of an M = {m} call starting at {start}",
+                    start + r
+                );
+            }
         }
+        let a = run_with(gpu, &op, &x[..64 * k], 64, kernel);
+        let b = run_with(gpu, &op, &x[..64 * k], 64, kernel);
+        assert_eq!(bits(&a), bits(&b), "{kernel:?}: repeated runs");
     }
-    let a = run(gpu, &op, &x[..64 * k], 64);
-    let b = run(gpu, &op, &x[..64 * k], 64);
-    assert_eq!(bits(&a), bits(&b), "repeated runs");
 }
 
 /// Shapes that are not multiples of any tile, every group size, bits 4 and 8, every scale

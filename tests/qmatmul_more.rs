@@ -249,9 +249,10 @@ fn decode_shapes_are_accurate_and_invariant() {
 /// Matrices large enough for the decode plan to take 2 rows per invocation (8999 x 1536) and 4
 /// (65573 x 1536, LM-head-sized), 4-bit, group 64: the plans for 2 to 8 rows (M = 5) and for
 /// more (M = 9) take other rows and workgroups, two rows of x at a time (`qplan`). Rows of the
-/// M = 5 and M = 9 calls equal the same rows computed alone, bit for bit, and a sample of outputs (the first rows of W and the partial last
-/// workgroup) is accurate against the f64 oracle. Codes, scales and biases are random bytes
-/// (quantizing 100 M weights would dominate the test).
+/// M = 5 and M = 9 calls equal the same rows computed alone, bit for bit, the tiled kernel's
+/// M = 9 call equals the GEMV kernel's, and a sample of outputs (the first rows of W and the
+/// partial last workgroup) is accurate against the f64 oracle. Codes, scales and biases are
+/// random bytes (quantizing 100 M weights would dominate the test).
 #[test]
 fn large_decode_plans_are_invariant_and_accurate() {
     let Some(gpu) = common::gpu() else { return };
@@ -297,6 +298,9 @@ fn check_decode_plan(gpu: &onepath::gpu::Gpu, n: usize, rows: u32) {
     let x = common::randn(&mut common::rng(42), m * k);
     let y = run(gpu, &op, &x, m);
     let y5 = run(gpu, &op, &x[..5 * k], 5); // the plan for 2 to 8 rows
+    // The tiled kernel (prefill) on the same call: every output equals the GEMV kernel's.
+    let yt = run_with(gpu, &op, &x, m, onepath::ops::qmm::QKernel::Tiled);
+    assert_bits(&format!("N = {n}: tiled vs GEMV, M = 9"), &yt, &y);
     for r in [0, 4, 5, 8] {
         let one = run(gpu, &op, &x[r * k..(r + 1) * k], 1);
         assert_bits(

@@ -18,9 +18,15 @@ $op bench sdpa --json > "$r/onepath_sdpa2.json" 2> "$r/onepath_sdpa2.err"
 $op bench qmatmul --json > "$r/onepath_qmm.json" 2> "$r/onepath_qmm.err"
 (cd bench/peers && python3 torch_int4.py) > "$r/torch_int4.json" 2> "$r/torch_int4.err"
 $op bench qmatmul --json > "$r/onepath_qmm2.json" 2> "$r/onepath_qmm2.err"
-# Decode with several sequences (rows of x), both stacks.
-$op bench qmatmul --m 2,4,8,16 --json > "$r/onepath_qmm_m.json" 2> "$r/onepath_qmm_m.err"
-(cd bench/peers && python3 torch_int4.py 2,4,8,16) > "$r/torch_int4_m.json" 2> "$r/torch_int4_m.err"
+# Several sequences and short prefills (rows of x), both stacks; onepath with the kernel it picks
+# and with each kernel forced.
+ms=2,4,8,16,32,64,128,256
+$op bench qmatmul --m $ms --json > "$r/onepath_qmm_m.json" 2> "$r/onepath_qmm_m.err"
+(cd bench/peers && python3 torch_int4.py $ms) > "$r/torch_int4_m.json" 2> "$r/torch_int4_m.err"
+for kern in gemv tiled; do
+    $op bench qmatmul --m 16,32,64,128,256,512 --kernel $kern --json \
+        > "$r/onepath_qmm_$kern.json" 2> "$r/onepath_qmm_$kern.err"
+done
 $op bench bandwidth --json > "$r/bandwidth.json" 2> "$r/bandwidth.err"
 $op bench dispatch --json > "$r/dispatch.json" 2> "$r/dispatch.err"
 (cd bench/peers && python3 torch_dispatch.py) > "$r/torch_dispatch.json" 2> "$r/torch_dispatch.err"

@@ -34,8 +34,11 @@ def compare(title, ours, peer):
         pt, ps = p.get("time_us"), p.get("span_us")
         runs = r.get("gpu_runs_us") or []
         spread = f" [{min(runs):.1f}-{max(runs):.1f}]" if runs else ""
+        extra = ""
+        if "kernel" in r:
+            extra = f" | {r['kernel']}, rows = M1: {r.get('rows_equal_m1')}"
         print(f"{key} | {f1(g)}{spread} ({f1(one)}) {r['effective_gb_s']:.0f} | {f1(pt)} ({f1(ps)}) |"
-              f" {ratio(pt, g)} {ratio(ps, one)}")
+              f" {ratio(pt, g)} {ratio(ps, one)}{extra}")
 
 
 def sdpa_key(r):
@@ -74,6 +77,12 @@ if om and tm:
     peer_m = {qmm_key(r): r for r in tm["results"]}
     compare("qmatmul, several rows of x (n, k, m)",
             [(qmm_key(r), r) for r in om["results"] if "skipped" not in r], peer_m)
+for kern in ("gemv", "tiled"):
+    ok = load(f"onepath_qmm_{kern}.json")
+    if ok:
+        peer_all = {**qpeer, **({qmm_key(r): r for r in tm["results"]} if tm else {})}
+        compare(f"qmatmul, every call on the {kern} kernel (n, k, m)",
+                [(qmm_key(r), r) for r in ok["results"] if "skipped" not in r], peer_all)
 p = load("parity.json")
 if p:
     print("parity all_bitwise_equal:", p.get("all_bitwise_equal"))

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use onepath::gpu::Gpu;
-use onepath::ops::qmm::{DenseMatmul, DenseWeights, QMatmul, QWeights};
+use onepath::ops::qmm::{DenseMatmul, DenseWeights, QKernel, QMatmul, QWeights};
 use onepath_weights::{DType, QuantizedTensor, quantize};
 use std::sync::Arc;
 
@@ -29,6 +29,13 @@ pub fn qmm(gpu: &Gpu, q: &QuantizedTensor, max_binding: Option<u64>) -> QMatmul 
 
 pub fn run(gpu: &Gpu, op: &QMatmul, x: &[f32], m: usize) -> Vec<f32> {
     pollster::block_on(op.run_host(gpu, x, m)).expect("qmatmul run")
+}
+
+/// Both quantized kernels, for tests that check each.
+pub const KERNELS: [QKernel; 2] = [QKernel::Gemv, QKernel::Tiled];
+
+pub fn run_with(gpu: &Gpu, op: &QMatmul, x: &[f32], m: usize, kernel: QKernel) -> Vec<f32> {
+    pollster::block_on(op.run_host_with(gpu, x, m, kernel)).expect("qmatmul run")
 }
 
 pub fn dense(
@@ -131,9 +138,9 @@ pub fn assert_bits(what: &str, a: &[f32], b: &[f32]) {
     }
 }
 
-/// Runs an `m`-row call of `q` on seeded random x, asserts its error is within the f32 budget
-/// against the f64 oracle, and asserts that each row in `rows` equals its own M = 1 call bit for
-/// bit.
+/// Runs an `m`-row call of `q` on seeded random x with each kernel, asserts its error is within
+/// the f32 budget against the f64 oracle, and asserts that each row in `rows` equals its own
+/// M = 1 call (the GEMV kernel, as decode runs it) bit for bit.
 pub fn check_accurate_and_invariant(
     gpu: &Gpu,
     what: &str,
@@ -145,22 +152,30 @@ pub fn check_accurate_and_invariant(
     let (n, k) = (q.rows(), q.cols());
     let op = qmm(gpu, q, None);
     let x = crate::common::randn(&mut crate::common::rng(seed), m * k);
-    let y = run(gpu, &op, &x, m);
     let want =
         onepath::reference::matmul_nt(&x, &onepath_weights::dequantize_f32(q), m, k, n).unwrap();
-    let ratio = worst_ratio(&want, &y, &mass(q, &x, m));
-    let depth = quant_depth(k, q.group_size(), op.lanes());
-    eprintln!(
-        "{what}: lanes {} worst ratio {ratio:.3} (budget {depth})",
-        op.lanes()
-    );
-    assert!(ratio <= depth, "{what}: error ratio {ratio} over {depth}");
-    for &r in rows {
-        let one = run(gpu, &op, &x[r * k..(r + 1) * k], 1);
-        assert_eq!(
-            crate::common::bits(row(&y, n, r)),
-            crate::common::bits(&one),
-            "{what}: row {r} vs M = 1"
+    let alone: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|&r| run(gpu, &op, &x[r * k..(r + 1) * k], 1))
+        .collect();
+    for kernel in KERNELS {
+        let y = run_with(gpu, &op, &x, m, kernel);
+        let ratio = worst_ratio(&want, &y, &mass(q, &x, m));
+        let depth = quant_depth(k, q.group_size(), op.lanes());
+        eprintln!(
+            "{what} {kernel:?}: lanes {} worst ratio {ratio:.3} (budget {depth})",
+            op.lanes()
         );
+        assert!(
+            ratio <= depth,
+            "{what} {kernel:?}: error ratio {ratio} over {depth}"
+        );
+        for (&r, one) in rows.iter().zip(&alone) {
+            assert_eq!(
+                crate::common::bits(row(&y, n, r)),
+                crate::common::bits(one),
+                "{what} {kernel:?}: row {r} vs M = 1"
+            );
+        }
     }
 }

@@ -10,10 +10,13 @@
 //! chain of ops does) and, at M <= 8, with calls that write different y in one pass
 //! (`one_pass_independent_us`: no barrier between them, as independent projections of one step
 //! could run; what a call costs the GPU when it need not wait).
+//!
+//! Each case also checks, on the device, that the first and last rows of the timed call equal
+//! the same rows computed alone (M = 1, the decode kernel) bit for bit (`rows_equal_m1`).
 
 use crate::util::{SPANS, adapter_json};
-use onepath_gpu::Gpu;
-use onepath_ops::qmm::{QMatmul, QWeights};
+use onepath_gpu::{Gpu, read_buffer_as, wgpu};
+use onepath_ops::qmm::{QKernel, QMatmul, QWeights};
 use onepath_weights::{DType, QuantParams, QuantizedTensor};
 use serde_json::json;
 use std::borrow::Cow;
@@ -26,6 +29,23 @@ const ROTATE_BYTES: u64 = 256 << 20;
 const MAX_COPIES: u64 = 64;
 const BITS: u32 = 4;
 const GROUP: usize = 64;
+
+/// `--kernel`: which quantized kernel runs the timed calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelArg {
+    /// The kernel `QMatmul::prepare` picks for the call (`qmm::qkernel`).
+    Auto,
+    Gemv,
+    Tiled,
+}
+
+/// What `onepath bench qmatmul` runs.
+pub struct QmmGrid {
+    pub iters: u32,
+    pub ms: Vec<usize>,
+    pub shapes: Vec<String>,
+    pub kernel: KernelArg,
+}
 
 /// Parses `"NxK"`.
 fn parse_shape(s: &str) -> R<(usize, usize)> {
@@ -87,10 +107,36 @@ struct Timing {
     /// As `one_pass_ns` with every call writing its own y (no barriers); decode cases only.
     independent_ns: Option<f64>,
     copies: usize,
+    kernel: QKernel,
+    /// The first and last rows of the timed call equal the same rows computed alone.
+    rows_equal_m1: bool,
+}
+
+/// Row `r` of the `[_, n]` f32 buffer `y`, as bits.
+fn row_bits(gpu: &Gpu, y: &wgpu::Buffer, r: usize, n: usize) -> R<Vec<u32>> {
+    let dst = gpu.storage("row", (n * 4) as u64)?;
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    enc.copy_buffer_to_buffer(y, (r * n * 4) as u64, &dst, 0, (n * 4) as u64);
+    gpu.queue.submit([enc.finish()]);
+    Ok(pollster::block_on(read_buffer_as::<u32>(gpu, &dst))?)
+}
+
+/// Whether rows 0 and m - 1 of `y` (an m-row call on `xs`) equal those rows computed alone.
+fn rows_equal_m1(gpu: &Gpu, op: &QMatmul, xs: &[f32], y: &wgpu::Buffer, m: usize) -> R<bool> {
+    let (n, k) = (op.weights.rows, op.weights.cols);
+    let y1 = gpu.storage("y1", (n * 4) as u64)?;
+    for r in [0, m - 1] {
+        let x1 = gpu.storage_from("x1", bytemuck::cast_slice(&xs[r * k..(r + 1) * k]))?;
+        op.prepare_with(gpu, 1, &x1, &y1, QKernel::Gemv)?.run(gpu)?;
+        if row_bits(gpu, y, r, n)? != row_bits(gpu, &y1, 0, n)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Time of one `m`-row call (see `util::time_calls`), rotating among weight copies.
-fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32) -> R<Timing> {
+fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32, kernel: KernelArg) -> R<Timing> {
     let (n, k) = (q.rows(), q.cols());
     let y_bytes = (m * n * 4) as u64;
     if y_bytes > gpu.max_binding() {
@@ -111,9 +157,15 @@ fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32) -> R<Timing> 
     let y = gpu.storage("y", y_bytes)?;
     let mut prepared = Vec::with_capacity(copies);
     let mut ops = Vec::with_capacity(copies);
+    let mut chosen = QKernel::Gemv;
     for w in weights {
         let op = pollster::block_on(QMatmul::new(gpu, w))?;
-        prepared.push(op.prepare(gpu, m, &x, &y)?);
+        chosen = match kernel {
+            KernelArg::Auto => op.kernel_for(m),
+            KernelArg::Gemv => QKernel::Gemv,
+            KernelArg::Tiled => QKernel::Tiled,
+        };
+        prepared.push(op.prepare_with(gpu, m, &x, &y, chosen)?);
         ops.push(op);
     }
     let t = crate::util::time_calls(gpu, copies, 1, iters, |enc, i, timing| {
@@ -130,13 +182,17 @@ fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32) -> R<Timing> 
         let mut ind = Vec::with_capacity(calls);
         for (i, w) in (0..calls).zip(ops.iter().cycle()) {
             let yi = gpu.storage(&format!("y{i}"), y_bytes)?;
-            ind.push(w.prepare(gpu, m, &x, &yi)?);
+            ind.push(w.prepare_with(gpu, m, &x, &yi, chosen)?);
         }
         crate::util::time_one_pass(gpu, calls, iters, |pass, i| ind[i].dispatch(pass))?
     } else {
         None
     };
+    // y now holds the last timed call's output (every copy holds the same weights).
+    let rows_equal_m1 = rows_equal_m1(gpu, &ops[0], &xs, &y, m)?;
     Ok(Timing {
+        kernel: chosen,
+        rows_equal_m1,
         one_pass_ns,
         independent_ns,
         gpu_ns: t.gpu_ns,
@@ -148,8 +204,9 @@ fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32) -> R<Timing> 
 }
 
 /// Runs the grid `shapes x ms` and prints a table (or one JSON object).
-pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool) -> R<ExitCode> {
-    let iters = iters.max(1);
+pub fn run(gpu: &Gpu, grid: &QmmGrid, as_json: bool) -> R<ExitCode> {
+    let iters = grid.iters.max(1);
+    let mut all_equal = true;
     if !as_json {
         println!("adapter: {}", gpu.describe());
         println!(
@@ -157,20 +214,22 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
              timestamps (first to last of {iters} back-to-back calls after a 0.3 s warm-up, per call;\nmedian of {SPANS} such spans) where available, else wall clock\n"
         );
         println!(
-            "{:>14} {:>5} {:>11} {:>11} {:>9} {:>9} {:>10} {:>11} {:>11}",
+            "{:>14} {:>5} {:>6} {:>11} {:>11} {:>9} {:>9} {:>10} {:>11} {:>11} {:>5}",
             "N x K",
             "M",
+            "kernel",
             "time (us)",
             "wall (us)",
             "GB/s",
             "TFLOP/s",
             "in-pass us",
             "1-pass (us)",
-            "1-pass ind."
+            "1-pass ind.",
+            "=M1"
         );
     }
     let mut rows = Vec::new();
-    for s in shapes {
+    for s in &grid.shapes {
         let (n, k) = parse_shape(s)?;
         let q = match random_weights(n, k) {
             Ok(q) => q,
@@ -183,17 +242,19 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
             }
         };
         let wbytes = (n * k / 2 + 2 * n * (k / GROUP) * 2) as f64;
-        for &m in ms {
+        for &m in &grid.ms {
             let shape = format!("{n}x{k}");
-            match time_case(gpu, &q, m, iters) {
+            match time_case(gpu, &q, m, iters, grid.kernel) {
                 Ok(t) => {
+                    all_equal &= t.rows_equal_m1;
+                    let kname = format!("{:?}", t.kernel).to_lowercase();
                     let ns = t.gpu_ns.unwrap_or(t.wall_ns);
                     let gbs = wbytes / ns;
                     let tflops = 2.0 * (m * n * k) as f64 / ns / 1e3;
                     if !as_json {
                         let g = t.gpu_ns.map_or("-".into(), |x| format!("{:.1}", x / 1e3));
                         println!(
-                            "{shape:>14} {m:>5} {g:>11} {:>11.1} {:>9} {:>9} {:>10} {:>11} {:>11}",
+                            "{shape:>14} {m:>5} {kname:>6} {g:>11} {:>11.1} {:>9} {:>9} {:>10} {:>11} {:>11} {:>5}",
                             t.wall_ns / 1e3,
                             sig3(gbs),
                             sig3(tflops),
@@ -201,10 +262,12 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
                             t.one_pass_ns
                                 .map_or("-".into(), |x| format!("{:.1}", x / 1e3)),
                             t.independent_ns
-                                .map_or("-".into(), |x| format!("{:.1}", x / 1e3))
+                                .map_or("-".into(), |x| format!("{:.1}", x / 1e3)),
+                            crate::util::yes(t.rows_equal_m1)
                         );
                     }
-                    rows.push(json!({"n": n, "k": k, "m": m,
+                    rows.push(json!({"n": n, "k": k, "m": m, "kernel": kname,
+                        "rows_equal_m1": t.rows_equal_m1,
                         "gpu_us": t.gpu_ns.map(|x| x / 1e3), "gpu_runs_us": t.gpu_runs_ns.iter().map(|x| x / 1e3).collect::<Vec<_>>(), "wall_us": t.wall_ns / 1e3,
                         "pass_us": t.pass_ns.map(|x| x / 1e3),
                         "one_pass_us": t.one_pass_ns.map(|x| x / 1e3),
@@ -222,17 +285,25 @@ pub fn run(gpu: &Gpu, iters: u32, ms: &[usize], shapes: &[String], as_json: bool
     }
     if as_json {
         let out = json!({"adapter": adapter_json(gpu), "bench": "qmatmul", "bits": BITS,
-            "group_size": GROUP, "scale_dtype": "bf16", "iters": iters, "results": rows});
+            "group_size": GROUP, "scale_dtype": "bf16", "iters": iters,
+            "all_rows_equal_m1": all_equal, "results": rows});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
             "\nGB/s = bytes of packed weights + scales + biases / time. Peer figure: \
              bench/peers/torch_int4.py, measured in the same session (BENCHMARKS.md).\n\
              in-pass: one call alone in its pass; 1-pass: calls in one pass, each waiting for the \
-             one before; 1-pass ind.: calls in one pass writing different outputs (M <= 8)."
+             one before; 1-pass ind.: calls in one pass writing different outputs (M <= 8).\n\
+             kernel: gemv (K split over a workgroup's lanes) or tiled; =M1: rows 0 and M-1 of the \
+             timed call equal the same rows computed alone (M = 1), bit for bit."
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if all_equal {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: a row of a batched call differs from the same row computed alone");
+        ExitCode::FAILURE
+    })
 }
 
 /// Three significant digits (slow software adapters give tiny numbers).

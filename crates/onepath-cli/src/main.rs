@@ -77,6 +77,10 @@ enum BenchWhat {
         /// Weight shapes N x K (comma-separated, e.g. 6144x1536,262144x1536).
         #[arg(long, value_delimiter = ',', default_values = ["6144x1536", "1536x6144", "262144x1536"])]
         shapes: Vec<String>,
+        /// Kernel: the one onepath picks per call (auto), or the GEMV or the tiled kernel for
+        /// every call (same bits; to compare their speed).
+        #[arg(long, value_enum, default_value_t = bench_qmm::KernelArg::Auto)]
+        kernel: bench_qmm::KernelArg,
     },
     /// Decode attention: batch 1, 8, 32; 8 query heads on 1 KV head; head_dim 256 and 512;
     /// 4096 and 32768 keys; f16 K/V.
@@ -138,8 +142,23 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             what: BenchWhat::Dispatch { calls },
         } => bench_dispatch::run(&gpu, calls, cli.json),
         Command::Bench {
-            what: BenchWhat::Qmatmul { iters, m, shapes },
-        } => bench_qmm::run(&gpu, iters, &m, &shapes, cli.json),
+            what:
+                BenchWhat::Qmatmul {
+                    iters,
+                    m,
+                    shapes,
+                    kernel,
+                },
+        } => bench_qmm::run(
+            &gpu,
+            &bench_qmm::QmmGrid {
+                iters,
+                ms: m,
+                shapes,
+                kernel,
+            },
+            cli.json,
+        ),
         Command::Bench {
             what:
                 BenchWhat::Sdpa {

@@ -31,6 +31,11 @@ pub mod kernels {
         source: include_str!("../../../wgsl/qmatmul.wgsl"),
         entry: "main",
     };
+    pub const QMATMUL_TILED: Kernel = Kernel {
+        name: "qmatmul_tiled",
+        source: include_str!("../../../wgsl/qmatmul_tiled.wgsl"),
+        entry: "main",
+    };
     pub const MATMUL_DENSE: Kernel = Kernel {
         name: "matmul_dense",
         source: include_str!("../../../wgsl/matmul_dense.wgsl"),
@@ -59,6 +64,7 @@ pub mod kernels {
         SDPA_CHUNK_ROW,
         SDPA_MERGE,
         QMATMUL,
+        QMATMUL_TILED,
         MATMUL_DENSE,
         EMBED_GATHER,
         READ_BANDWIDTH,

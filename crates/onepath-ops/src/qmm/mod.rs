@@ -8,7 +8,12 @@
 //! and how W is split across bindings never reach that order, so row `m` of an M-row call has
 //! the bits of the same row computed alone.
 //!
-//! Quantized workgroups: `wg` invocations = `wg / LANES` slots x `LANES` lanes, a slot owning
+//! Two kernels compute the quantized matmul to the same bits ([`QKernel`], picked per call by
+//! [`qkernel`]): the GEMV kernel below, which splits an output's K over the lanes of a
+//! workgroup, and a tiled kernel for many rows of x (`wgsl/qmatmul_tiled.wgsl`), where one
+//! invocation runs an output's whole K, visiting the lanes in the fold tree's post-order.
+//!
+//! GEMV workgroups: `wg` invocations = `wg / LANES` slots x `LANES` lanes, a slot owning
 //! `rows` rows of W (each x load serves all of them) and working on `xrows` rows of x at once
 //! (each code decoded once for them), all chosen per shape by [`qplan`] (they never reach the
 //! arithmetic); dense workgroups: [`WG`] invocations = `WG / LANES` rows x
@@ -29,6 +34,43 @@ use std::sync::Arc;
 pub const MT: usize = 8;
 /// Invocations per workgroup.
 pub const WG: usize = 256;
+/// Rows of x of a workgroup of the tiled quantized kernel (`wgsl/qmatmul_tiled.wgsl`).
+pub const TILE_M: usize = 32;
+/// Rows of W of a workgroup of the tiled quantized kernel.
+pub const TILE_N: usize = 64;
+/// Workgroups a call needs before [`qkernel`] picks the tiled kernel.
+pub const TILED_MIN_GROUPS: usize = 192;
+
+/// The two quantized kernels. They reach the same bits for every output element (the
+/// numerical contract of `wgsl/qmatmul.wgsl`), so which one runs a call is a matter of speed
+/// only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QKernel {
+    /// `wgsl/qmatmul.wgsl`: lanes of a workgroup split K, folded in workgroup memory; the
+    /// decode kernel, and the faster one for few rows of x.
+    Gemv,
+    /// `wgsl/qmatmul_tiled.wgsl`: a [`TILE_M`] x [`TILE_N`] tile per workgroup, each output's
+    /// whole K in one invocation; for prefill and many sequences at once.
+    Tiled,
+}
+
+/// The kernel for an `m`-row call of an `n`-row matrix: tiled once a call fills at least
+/// [`TILED_MIN_GROUPS`] workgroups of which at least 3/4 of the rows of x are real, else GEMV.
+///
+/// (Measured on an H100, us per call, GEMV / tiled: 6144 x 1536 at M = 32 63.5 / 69.0, 48
+/// 88.8 / 94.3, 64 110.0 / 94.7, 512 735 / 490; 1536 x 6144 at M = 128 218.9 / 249.7, 256
+/// 421.4 / 354.6, 512 815 / 487; the 262144-row LM head at M = 16 1003 / 1169, 24 1483 /
+/// 1213, 512 30879 / 18550. The tiled kernel runs each output's K serially, so it needs many
+/// workgroups; below that the GEMV kernel's split over K wins.)
+pub fn qkernel(m: usize, n: usize) -> QKernel {
+    let tiles = m.div_ceil(TILE_M);
+    let groups = tiles * n.div_ceil(TILE_N);
+    if m > MT && groups >= TILED_MIN_GROUPS && 4 * m >= 3 * TILE_M * tiles {
+        QKernel::Tiled
+    } else {
+        QKernel::Gemv
+    }
+}
 const MAX_GRID: u32 = 65535;
 
 /// Invocations per workgroup of the quantized kernel below 32 lanes for more than [`MT`] rows
@@ -265,23 +307,25 @@ async fn run_batched(
     Ok(out)
 }
 
-/// Grid for `n` rows of W with `rw` rows of W per workgroup and `m` rows of x:
+/// Grid for `n` rows of W with `rw` rows of W and `mt` rows of x per workgroup, `m` rows of x:
 /// (x, y, z, blocks).
-fn grid(m: usize, n: usize, rw: usize) -> (u32, u32, u32, u32) {
+fn grid(m: usize, mt: usize, n: usize, rw: usize) -> (u32, u32, u32, u32) {
     let blocks = n.div_ceil(rw) as u32;
     let gy = blocks.min(MAX_GRID);
-    (m.div_ceil(MT) as u32, gy, blocks.div_ceil(gy), blocks)
+    (m.div_ceil(mt) as u32, gy, blocks.div_ceil(gy), blocks)
 }
 
+/// The uniform block and grid of one dispatch over the rows `r` of W (of `n_total`), with the
+/// workgroup tile `(mt, rw)`: rows of x by rows of W.
 fn params(
     gpu: &Gpu,
     m: usize,
     k: usize,
     n_total: usize,
     r: &std::ops::Range<usize>,
-    rw: usize,
+    (mt, rw): (usize, usize),
 ) -> (wgpu::Buffer, [u32; 3]) {
-    let (gx, gy, gz, blocks) = grid(m, r.len(), rw);
+    let (gx, gy, gz, blocks) = grid(m, mt, r.len(), rw);
     let p = MmParams {
         m: m as u32,
         n: r.len() as u32,
@@ -305,6 +349,8 @@ pub struct QMatmul {
     decode: (Arc<wgpu::ComputePipeline>, QPlan),
     few: (Arc<wgpu::ComputePipeline>, QPlan),
     batch: (Arc<wgpu::ComputePipeline>, QPlan),
+    /// The tiled kernel (`wgsl/qmatmul_tiled.wgsl`).
+    tiled: Arc<wgpu::ComputePipeline>,
     lanes: u32,
 }
 
@@ -334,11 +380,23 @@ impl QMatmul {
         let decode = build(qplan(weights.rows, 1, lanes)).await?;
         let few = build(qplan(weights.rows, 2, lanes)).await?;
         let batch = build(qplan(weights.rows, MT + 1, lanes)).await?;
+        let tiled = gpu
+            .pipeline(
+                &kernels::QMATMUL_TILED,
+                &[
+                    ("BITS", f64::from(weights.bits)),
+                    ("GROUP", weights.group as f64),
+                    ("SCALE_DT", weights.scale_code()),
+                    ("LANES", f64::from(lanes)),
+                ],
+            )
+            .await?;
         Ok(QMatmul {
             weights,
             decode,
             few,
             batch,
+            tiled,
             lanes,
         })
     }
@@ -346,6 +404,11 @@ impl QMatmul {
     /// Lanes per output element (a function of K and the bit width only).
     pub fn lanes(&self) -> u32 {
         self.lanes
+    }
+
+    /// The kernel [`prepare`](Self::prepare) uses for an `m`-row call (see [`qkernel`]).
+    pub fn kernel_for(&self, m: usize) -> QKernel {
+        qkernel(m, self.weights.rows)
     }
 
     /// Binds an `m`-row call: `x` holds `[m, K]` f32, `y` receives `[m, N]` f32.
@@ -356,20 +419,38 @@ impl QMatmul {
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
     ) -> Result<PreparedMatmul, OpError> {
+        self.prepare_with(gpu, m, x, y, self.kernel_for(m))
+    }
+
+    /// [`prepare`](Self::prepare) with the kernel chosen by the caller (same bits either way;
+    /// for tests and benchmarks).
+    pub fn prepare_with(
+        &self,
+        gpu: &Gpu,
+        m: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        kernel: QKernel,
+    ) -> Result<PreparedMatmul, OpError> {
         let (k, n) = (self.weights.cols, self.weights.rows);
         check_call(gpu, m, k, n, x, y)?;
-        let (pipeline, plan) = if m > MT {
-            &self.batch
-        } else if m > 1 {
-            &self.few
+        let (pipeline, tile) = if kernel == QKernel::Tiled {
+            (&self.tiled, (TILE_M, TILE_N))
         } else {
-            &self.decode
+            let (pipeline, plan) = if m > MT {
+                &self.batch
+            } else if m > 1 {
+                &self.few
+            } else {
+                &self.decode
+            };
+            let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;
+            (pipeline, (MT, rw))
         };
-        let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;
         let mut dispatches = Vec::new();
         let mut keep = Vec::new();
         for s in &self.weights.splits {
-            let (u, g) = params(gpu, m, k, n, &s.rows, rw);
+            let (u, g) = params(gpu, m, k, n, &s.rows, tile);
             let bg = gpu.bind(pipeline, &[&u, x, &s.w, &s.sb, y]);
             dispatches.push((bg, g));
             keep.push(u);
@@ -387,6 +468,21 @@ impl QMatmul {
         let (k, n) = (self.weights.cols, self.weights.rows);
         run_batched(gpu, x, m, k, n, |rows, xb, yb| {
             self.prepare(gpu, rows, xb, yb)
+        })
+        .await
+    }
+
+    /// [`run_host`](Self::run_host) with the kernel chosen by the caller.
+    pub async fn run_host_with(
+        &self,
+        gpu: &Gpu,
+        x: &[f32],
+        m: usize,
+        kernel: QKernel,
+    ) -> Result<Vec<f32>, OpError> {
+        let (k, n) = (self.weights.cols, self.weights.rows);
+        run_batched(gpu, x, m, k, n, |rows, xb, yb| {
+            self.prepare_with(gpu, rows, xb, yb, kernel)
         })
         .await
     }
@@ -431,7 +527,7 @@ impl DenseMatmul {
         let mut keep = Vec::new();
         for s in &self.weights.splits {
             let rw = WG / self.lanes as usize;
-            let (u, g) = params(gpu, m, k, n, &s.rows, rw);
+            let (u, g) = params(gpu, m, k, n, &s.rows, (MT, rw));
             dispatches.push((gpu.bind(&self.pipeline, &[&u, x, &s.w, y]), g));
             keep.push(u);
         }
@@ -449,5 +545,30 @@ impl DenseMatmul {
             self.prepare(gpu, rows, xb, yb)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decode and a few sequences run the GEMV kernel; prefill of Gemma 4 E2B's shapes and calls
+    /// with many workgroups of mostly real rows run the tiled one.
+    #[test]
+    fn kernel_choice() {
+        for (m, n, want) in [
+            (1, 262144, QKernel::Gemv),
+            (8, 262144, QKernel::Gemv),
+            (16, 262144, QKernel::Gemv), // half of each tile would be padding
+            (24, 262144, QKernel::Tiled),
+            (512, 6144, QKernel::Tiled),
+            (512, 1536, QKernel::Tiled),
+            (128, 1536, QKernel::Gemv), // 96 workgroups
+            (32, 6144, QKernel::Gemv),  // 96 workgroups
+            (64, 6144, QKernel::Tiled),
+            (300, 70, QKernel::Gemv),
+        ] {
+            assert_eq!(qkernel(m, n), want, "M = {m}, N = {n}");
+        }
     }
 }
