@@ -190,6 +190,16 @@ fn bad_inputs_are_named() {
     assert!(e.contains("`x`") && e.contains("128"), "{e}");
     let e = err_text(pollster::block_on(op.run_host(gpu, &[], 0)));
     assert!(e.contains("zero"), "{e}");
+    // 128 inputs at 4 bits: 1 lane, so the tiled kernel cannot split its trees; 3 never.
+    for splits in [2, 3] {
+        let e = err_text(pollster::block_on(op.run_host_with(
+            gpu,
+            &[0.0; 128],
+            1,
+            onepath::ops::qmm::QKernel::Tiled(splits),
+        )));
+        assert!(e.contains("splits") && e.contains("1 lanes"), "{e}");
+    }
 
     let q3 = qtensor(32, 8, 128, 64, 3, DType::BF16);
     let e = err_text(QWeights::upload(gpu, &q3));
@@ -299,8 +309,10 @@ fn check_decode_plan(gpu: &onepath::gpu::Gpu, n: usize, rows: u32) {
     let y = run(gpu, &op, &x, m);
     let y5 = run(gpu, &op, &x[..5 * k], 5); // the plan for 2 to 8 rows
     // The tiled kernel (prefill) on the same call: every output equals the GEMV kernel's.
-    let yt = run_with(gpu, &op, &x, m, onepath::ops::qmm::QKernel::Tiled);
-    assert_bits(&format!("N = {n}: tiled vs GEMV, M = 9"), &yt, &y);
+    for kernel in kernels_for(op.lanes()).skip(1) {
+        let yt = run_with(gpu, &op, &x, m, kernel);
+        assert_bits(&format!("N = {n}: {kernel:?} vs GEMV, M = 9"), &yt, &y);
+    }
     for r in [0, 4, 5, 8] {
         let one = run(gpu, &op, &x[r * k..(r + 1) * k], 1);
         assert_bits(

@@ -26,6 +26,11 @@
 //   * each unit's four fma chains are run two at a time (chains 0 and 1, then 2 and 3), which
 //     keeps 3 rather than 4 vec4 per output live; the chains never meet before d, so this
 //     changes no operation.
+//   * a call with few tiles splits each output's fold tree over SPLITS workgroups (p.splits, a
+//     power of two up to LANES): split s visits the leaves s * LANES / SPLITS .. (s + 1) *
+//     LANES / SPLITS - 1 of the post-order, which form one whole subtree, and writes that
+//     subtree's value to plane s of `out` ([splits][M][y_stride]); qmatmul_combine.wgsl then
+//     adds the planes with the tree's top levels. With one split, plane 0 of `out` is y.
 //   Rows of x past M and rows of W past N re-read the last row (valid memory); their results
 //   are not written.
 
@@ -46,14 +51,14 @@ struct Params {
     y_col0: u32,    // first output column of this binding
     n_blocks: u32,  // workgroups along N
     grid_y: u32,    // N blocks are linearised as wid.y + wid.z * grid_y
-    pad: u32,
+    splits: u32,    // workgroups per output's fold tree (grid x = tiles of x * splits)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> sb: array<u32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 // One unit of the tile: x as [k][m] (k * BM / 4 + m / 4), codes as [k][n] (k * BN / 4 + n / 4).
 var<workgroup> xs: array<vec4<f32>, 256>;
@@ -288,16 +293,18 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let tl = t % 32u;
     let tm = (wp / 2u) * 4u + tl / 8u;     // block row (of BM / 4)
     let tn = (wp % 2u) * 8u + tl % 8u;     // block column (of BN / 4)
-    let m0 = wid.x * BM;
+    let split = wid.x % p.splits;
+    let m0 = (wid.x / p.splits) * BM;
     let rb = block * BN;
     let units = p.k * BITS / 128u;
+    let leaves = LANES / p.splits;    // leaves of this split's subtree
 
     // Finished subtrees, one per level of the fold tree (level b holds 2^b leaves); they are
     // touched once per 2^b leaves, so they may live in memory rather than registers.
     var st: array<T4, 7>;
     var acc = t4_zero();
-    var leaf = 0u;
-    var u = 0u; // leaf_lane(0)
+    var leaf = 0u;    // within the split's subtree
+    var u = leaf_lane(split * leaves);
     var f = fetch(t, u, m0, rb);
     loop {
         workgroupBarrier(); // the previous unit has been read
@@ -308,9 +315,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         var nleaf = leaf;
         if (nu >= units) {
             nleaf = leaf + 1u;
-            nu = leaf_lane(nleaf);
+            nu = leaf_lane(split * leaves + nleaf);
         }
-        if (nleaf < LANES) {
+        if (nleaf < leaves) {
             f = fetch(t, nu, m0, rb);
         }
         acc = unit_step(acc, tm, tn);
@@ -325,15 +332,16 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
             }
             st[ones] = v;
             acc = t4_zero();
-            if (nleaf == LANES) {
+            if (nleaf == leaves) {
                 break;
             }
             leaf = nleaf;
         }
         u = nu;
     }
-    // The root: the last leaf completed log2(LANES) subtrees.
-    let r = st[countTrailingZeros(LANES)];
+    // The subtree's root: its last leaf completed log2(leaves) subtrees.
+    let r = st[countTrailingZeros(leaves)];
+    let plane = split * p.m * p.y_stride;
     let n0 = tn * 4u;
     for (var i = 0u; i < 4u; i++) {
         let xr = m0 + tm * 4u + i;
@@ -349,7 +357,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
             for (var j = 0u; j < 4u; j++) {
                 let row = rb + n0 + j;
                 if (row < p.n) {
-                    y[xr * p.y_stride + p.y_col0 + row] = v[j];
+                    out[plane + xr * p.y_stride + p.y_col0 + row] = v[j];
                 }
             }
         }

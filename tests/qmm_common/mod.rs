@@ -31,8 +31,22 @@ pub fn run(gpu: &Gpu, op: &QMatmul, x: &[f32], m: usize) -> Vec<f32> {
     pollster::block_on(op.run_host(gpu, x, m)).expect("qmatmul run")
 }
 
-/// Both quantized kernels, for tests that check each.
-pub const KERNELS: [QKernel; 2] = [QKernel::Gemv, QKernel::Tiled];
+/// Both quantized kernels, the tiled one with every split, for tests that check each.
+pub const KERNELS: [QKernel; 6] = [
+    QKernel::Gemv,
+    QKernel::Tiled(1),
+    QKernel::Tiled(2),
+    QKernel::Tiled(4),
+    QKernel::Tiled(8),
+    QKernel::Tiled(16),
+];
+
+/// [`KERNELS`] that a matrix with `lanes` lanes allows (splits up to the lanes).
+pub fn kernels_for(lanes: u32) -> impl Iterator<Item = QKernel> {
+    KERNELS
+        .into_iter()
+        .filter(move |k| !matches!(k, QKernel::Tiled(s) if *s > lanes))
+}
 
 pub fn run_with(gpu: &Gpu, op: &QMatmul, x: &[f32], m: usize, kernel: QKernel) -> Vec<f32> {
     pollster::block_on(op.run_host_with(gpu, x, m, kernel)).expect("qmatmul run")
@@ -158,7 +172,7 @@ pub fn check_accurate_and_invariant(
         .iter()
         .map(|&r| run(gpu, &op, &x[r * k..(r + 1) * k], 1))
         .collect();
-    for kernel in KERNELS {
+    for kernel in kernels_for(op.lanes()) {
         let y = run_with(gpu, &op, &x, m, kernel);
         let ratio = worst_ratio(&want, &y, &mass(q, &x, m));
         let depth = quant_depth(k, q.group_size(), op.lanes());

@@ -163,7 +163,7 @@ fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32, kernel: Kerne
         chosen = match kernel {
             KernelArg::Auto => op.kernel_for(m),
             KernelArg::Gemv => QKernel::Gemv,
-            KernelArg::Tiled => QKernel::Tiled,
+            KernelArg::Tiled => QKernel::Tiled(onepath_ops::qmm::tiled_splits(m, n, op.lanes())),
         };
         prepared.push(op.prepare_with(gpu, m, &x, &y, chosen)?);
         ops.push(op);
@@ -214,7 +214,7 @@ pub fn run(gpu: &Gpu, grid: &QmmGrid, as_json: bool) -> R<ExitCode> {
              timestamps (first to last of {iters} back-to-back calls after a 0.3 s warm-up, per call;\nmedian of {SPANS} such spans) where available, else wall clock\n"
         );
         println!(
-            "{:>14} {:>5} {:>6} {:>11} {:>11} {:>9} {:>9} {:>10} {:>11} {:>11} {:>5}",
+            "{:>14} {:>5} {:>8} {:>11} {:>11} {:>9} {:>9} {:>10} {:>11} {:>11} {:>5}",
             "N x K",
             "M",
             "kernel",
@@ -247,14 +247,18 @@ pub fn run(gpu: &Gpu, grid: &QmmGrid, as_json: bool) -> R<ExitCode> {
             match time_case(gpu, &q, m, iters, grid.kernel) {
                 Ok(t) => {
                     all_equal &= t.rows_equal_m1;
-                    let kname = format!("{:?}", t.kernel).to_lowercase();
+                    let kname = match t.kernel {
+                        QKernel::Gemv => "gemv".to_string(),
+                        QKernel::Tiled(1) => "tiled".to_string(),
+                        QKernel::Tiled(s) => format!("tiled/{s}"),
+                    };
                     let ns = t.gpu_ns.unwrap_or(t.wall_ns);
                     let gbs = wbytes / ns;
                     let tflops = 2.0 * (m * n * k) as f64 / ns / 1e3;
                     if !as_json {
                         let g = t.gpu_ns.map_or("-".into(), |x| format!("{:.1}", x / 1e3));
                         println!(
-                            "{shape:>14} {m:>5} {kname:>6} {g:>11} {:>11.1} {:>9} {:>9} {:>10} {:>11} {:>11} {:>5}",
+                            "{shape:>14} {m:>5} {kname:>8} {g:>11} {:>11.1} {:>9} {:>9} {:>10} {:>11} {:>11} {:>5}",
                             t.wall_ns / 1e3,
                             sig3(gbs),
                             sig3(tflops),
@@ -294,7 +298,8 @@ pub fn run(gpu: &Gpu, grid: &QmmGrid, as_json: bool) -> R<ExitCode> {
              bench/peers/torch_int4.py, measured in the same session (BENCHMARKS.md).\n\
              in-pass: one call alone in its pass; 1-pass: calls in one pass, each waiting for the \
              one before; 1-pass ind.: calls in one pass writing different outputs (M <= 8).\n\
-             kernel: gemv (K split over a workgroup's lanes) or tiled; =M1: rows 0 and M-1 of the \
+             kernel: gemv (K split over a workgroup's lanes) or tiled (/s: each output's fold \
+             tree split over s workgroups); =M1: rows 0 and M-1 of the \
              timed call equal the same rows computed alone (M = 1), bit for bit."
         );
     }

@@ -36,6 +36,11 @@ pub mod kernels {
         source: include_str!("../../../wgsl/qmatmul_tiled.wgsl"),
         entry: "main",
     };
+    pub const QMATMUL_COMBINE: Kernel = Kernel {
+        name: "qmatmul_combine",
+        source: include_str!("../../../wgsl/qmatmul_combine.wgsl"),
+        entry: "main",
+    };
     pub const MATMUL_DENSE: Kernel = Kernel {
         name: "matmul_dense",
         source: include_str!("../../../wgsl/matmul_dense.wgsl"),
@@ -65,6 +70,7 @@ pub mod kernels {
         SDPA_MERGE,
         QMATMUL,
         QMATMUL_TILED,
+        QMATMUL_COMBINE,
         MATMUL_DENSE,
         EMBED_GATHER,
         READ_BANDWIDTH,

@@ -11,7 +11,9 @@
 //! Two kernels compute the quantized matmul to the same bits ([`QKernel`], picked per call by
 //! [`qkernel`]): the GEMV kernel below, which splits an output's K over the lanes of a
 //! workgroup, and a tiled kernel for many rows of x (`wgsl/qmatmul_tiled.wgsl`), where one
-//! invocation runs an output's whole K, visiting the lanes in the fold tree's post-order.
+//! invocation runs an output's whole K, visiting the lanes in the fold tree's post-order. A
+//! tiled call with few tiles splits every output's tree into 2 to 16 whole subtrees, each in
+//! its own workgroup, and `wgsl/qmatmul_combine.wgsl` adds them with the tree's top levels.
 //!
 //! GEMV workgroups: `wg` invocations = `wg / LANES` slots x `LANES` lanes, a slot owning
 //! `rows` rows of W (each x load serves all of them) and working on `xrows` rows of x at once
@@ -38,8 +40,11 @@ pub const WG: usize = 256;
 pub const TILE_M: usize = 32;
 /// Rows of W of a workgroup of the tiled quantized kernel.
 pub const TILE_N: usize = 64;
-/// Workgroups a call needs before [`qkernel`] picks the tiled kernel.
-pub const TILED_MIN_GROUPS: usize = 192;
+/// Workgroups a tiled call aims for: [`qkernel`] splits the fold trees of calls with fewer
+/// tiles up to this many workgroups (about one wave of an H100: 3 per multiprocessor).
+pub const TILED_GROUPS: usize = 384;
+/// Most workgroups one output's fold tree is split over (tiled kernel).
+pub const MAX_SPLITS: u32 = 16;
 
 /// The two quantized kernels. They reach the same bits for every output element (the
 /// numerical contract of `wgsl/qmatmul.wgsl`), so which one runs a call is a matter of speed
@@ -50,27 +55,58 @@ pub enum QKernel {
     /// decode kernel, and the faster one for few rows of x.
     Gemv,
     /// `wgsl/qmatmul_tiled.wgsl`: a [`TILE_M`] x [`TILE_N`] tile per workgroup, each output's
-    /// whole K in one invocation; for prefill and many sequences at once.
-    Tiled,
+    /// fold tree split over this many workgroups (1, 2, 4, 8 or 16, at most the lanes; with more
+    /// than 1, `wgsl/qmatmul_combine.wgsl` adds the subtrees); for prefill and many sequences.
+    Tiled(u32),
 }
 
-/// The kernel for an `m`-row call of an `n`-row matrix: tiled once a call fills at least
-/// [`TILED_MIN_GROUPS`] workgroups of which at least 3/4 of the rows of x are real, else GEMV.
+/// The kernel for an `m`-row call of an `n`-row matrix with `lanes` lanes per output.
 ///
-/// (Measured on an H100, us per call, GEMV / tiled: 6144 x 1536 at M = 32 63.5 / 69.0, 48
-/// 88.8 / 94.3, 64 110.0 / 94.7, 512 735 / 490; 1536 x 6144 at M = 128 218.9 / 249.7, 256
-/// 421.4 / 354.6, 512 815 / 487; the 262144-row LM head at M = 16 1003 / 1169, 24 1483 /
-/// 1213, 512 30879 / 18550. The tiled kernel runs each output's K serially, so it needs many
-/// workgroups; below that the GEMV kernel's split over K wins.)
-pub fn qkernel(m: usize, n: usize) -> QKernel {
+/// Up to 16 rows the GEMV kernel is the faster. From there the tiled kernel, which runs each
+/// output's fold tree (or a subtree of it) serially in one workgroup and so needs many
+/// workgroups: a call whose tiles number at least [`TILED_GROUPS`] runs unsplit, unless under
+/// 3/4 of their rows of x are real (the LM head at M = 17 to 23: GEMV); a call with fewer
+/// tiles splits its trees over the most workgroups that stay within [`TILED_GROUPS`]
+/// ([`tiled_splits`]), and runs tiled if that gives at least half of them.
+///
+/// (Measured on an H100, us per call, GEMV / tiled (splits): 6144 x 1536 at M = 16 41.3 /
+/// 50.2 (4), 24 58.7 / 54.4 (4), 32 63.6 / 58.4 (4), 64 110.0 / 90.3 (2), 96 154.7 / 130.9
+/// (1; 157.5 at 2), 128 199.8 / 133.5, 512 735 / 490; 1536 x 6144 at M = 16 48.2 / 49.2 (16),
+/// 32 68.1 / 53.3 (16), 64 117.8 / 82.9 (8), 96 168.8 / 137.1 (4; 151.2 at 8), 128 220.5 /
+/// 144.3 (4; 189.1 at 2), 192 322.5 / 255.2 (2; 266.1 at 4), 256 424.3 / 264.5 (2; 358.5 at
+/// 1), 512 815 / 487; the 262144-row LM head at M = 16 1001 / 1175, 24 1487 / 1211, 512 30879
+/// / 18550.)
+pub fn qkernel(m: usize, n: usize, lanes: u32) -> QKernel {
+    if m <= 2 * MT {
+        return QKernel::Gemv;
+    }
     let tiles = m.div_ceil(TILE_M);
     let groups = tiles * n.div_ceil(TILE_N);
-    if m > MT && groups >= TILED_MIN_GROUPS && 4 * m >= 3 * TILE_M * tiles {
-        QKernel::Tiled
+    let splits = tiled_splits(m, n, lanes);
+    let tiled = if groups >= TILED_GROUPS {
+        4 * m >= 3 * TILE_M * tiles
+    } else {
+        2 * groups * splits as usize >= TILED_GROUPS
+    };
+    if tiled {
+        QKernel::Tiled(splits)
     } else {
         QKernel::Gemv
     }
 }
+
+/// The most splits (1, 2, 4, ... [`MAX_SPLITS`], at most `lanes`) that keep a tiled call of
+/// `m` rows of an `n`-row matrix within [`TILED_GROUPS`] workgroups (1 if its tiles alone
+/// reach it).
+pub fn tiled_splits(m: usize, n: usize, lanes: u32) -> u32 {
+    let groups = m.div_ceil(TILE_M) * n.div_ceil(TILE_N);
+    let mut splits = 1;
+    while splits < MAX_SPLITS.min(lanes) && groups * (2 * splits as usize) <= TILED_GROUPS {
+        splits *= 2;
+    }
+    splits
+}
+
 const MAX_GRID: u32 = 65535;
 
 /// Invocations per workgroup of the quantized kernel below 32 lanes for more than [`MT`] rows
@@ -184,15 +220,36 @@ struct MmParams {
     y_col0: u32,
     n_blocks: u32,
     grid_y: u32,
+    /// Workgroups per output's fold tree (tiled kernel; the GEMV kernels ignore it).
+    splits: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CombineParams {
+    count: u32,
+    splits: u32,
+    plane: u32,
     pad: u32,
 }
 
-/// A bound call, ready to encode any number of times (one compute pass, one dispatch per
-/// binding of W).
-pub struct PreparedMatmul {
+/// Workgroup size and grid width of `wgsl/qmatmul_combine.wgsl`.
+const COMBINE_WG: usize = 256;
+const COMBINE_GRID_X: usize = 32768;
+
+/// One dispatch of a prepared call.
+struct Step {
     pipeline: Arc<wgpu::ComputePipeline>,
-    dispatches: Vec<(wgpu::BindGroup, [u32; 3])>,
-    _params: Vec<wgpu::Buffer>,
+    bind: wgpu::BindGroup,
+    grid: [u32; 3],
+}
+
+/// A bound call, ready to encode any number of times (one compute pass: one dispatch per
+/// binding of W, plus the combine step of a split tiled call).
+pub struct PreparedMatmul {
+    steps: Vec<Step>,
+    /// Uniform blocks and scratch the bind groups use.
+    _keep: Vec<wgpu::Buffer>,
 }
 
 impl PreparedMatmul {
@@ -213,10 +270,11 @@ impl PreparedMatmul {
     /// Records the call's dispatches into an open compute pass (several ops in one pass cost
     /// less than a pass each; wgpu still orders dependent dispatches).
     pub fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>) {
-        pass.set_pipeline(&self.pipeline);
-        for (bg, [x, y, z]) in &self.dispatches {
-            pass.set_bind_group(0, bg, &[]);
-            pass.dispatch_workgroups(*x, *y, *z);
+        for s in &self.steps {
+            pass.set_pipeline(&s.pipeline);
+            pass.set_bind_group(0, &s.bind, &[]);
+            let [x, y, z] = s.grid;
+            pass.dispatch_workgroups(x, y, z);
         }
     }
 
@@ -316,7 +374,7 @@ fn grid(m: usize, mt: usize, n: usize, rw: usize) -> (u32, u32, u32, u32) {
 }
 
 /// The uniform block and grid of one dispatch over the rows `r` of W (of `n_total`), with the
-/// workgroup tile `(mt, rw)`: rows of x by rows of W.
+/// workgroup tile `(mt, rw)`: rows of x by rows of W, and `splits` workgroups per output.
 fn params(
     gpu: &Gpu,
     m: usize,
@@ -324,8 +382,10 @@ fn params(
     n_total: usize,
     r: &std::ops::Range<usize>,
     (mt, rw): (usize, usize),
+    splits: u32,
 ) -> (wgpu::Buffer, [u32; 3]) {
     let (gx, gy, gz, blocks) = grid(m, mt, r.len(), rw);
+    let gx = gx * splits;
     let p = MmParams {
         m: m as u32,
         n: r.len() as u32,
@@ -334,7 +394,7 @@ fn params(
         y_col0: r.start as u32,
         n_blocks: blocks,
         grid_y: gy,
-        pad: 0,
+        splits,
     };
     (
         gpu.uniform_from("matmul params", bytemuck::bytes_of(&p)),
@@ -349,8 +409,10 @@ pub struct QMatmul {
     decode: (Arc<wgpu::ComputePipeline>, QPlan),
     few: (Arc<wgpu::ComputePipeline>, QPlan),
     batch: (Arc<wgpu::ComputePipeline>, QPlan),
-    /// The tiled kernel (`wgsl/qmatmul_tiled.wgsl`).
+    /// The tiled kernel (`wgsl/qmatmul_tiled.wgsl`) and the step that adds split trees
+    /// (`wgsl/qmatmul_combine.wgsl`).
     tiled: Arc<wgpu::ComputePipeline>,
+    combine: Arc<wgpu::ComputePipeline>,
     lanes: u32,
 }
 
@@ -391,12 +453,14 @@ impl QMatmul {
                 ],
             )
             .await?;
+        let combine = gpu.pipeline(&kernels::QMATMUL_COMBINE, &[]).await?;
         Ok(QMatmul {
             weights,
             decode,
             few,
             batch,
             tiled,
+            combine,
             lanes,
         })
     }
@@ -408,7 +472,7 @@ impl QMatmul {
 
     /// The kernel [`prepare`](Self::prepare) uses for an `m`-row call (see [`qkernel`]).
     pub fn kernel_for(&self, m: usize) -> QKernel {
-        qkernel(m, self.weights.rows)
+        qkernel(m, self.weights.rows, self.lanes)
     }
 
     /// Binds an `m`-row call: `x` holds `[m, K]` f32, `y` receives `[m, N]` f32.
@@ -434,7 +498,18 @@ impl QMatmul {
     ) -> Result<PreparedMatmul, OpError> {
         let (k, n) = (self.weights.cols, self.weights.rows);
         check_call(gpu, m, k, n, x, y)?;
-        let (pipeline, tile) = if kernel == QKernel::Tiled {
+        let splits = match kernel {
+            QKernel::Tiled(s) => s,
+            QKernel::Gemv => 1,
+        };
+        if !splits.is_power_of_two() || splits > MAX_SPLITS.min(self.lanes) {
+            return Err(OpError::Param {
+                what: "splits of a tiled call",
+                value: format!("{splits} (this matrix has {} lanes)", self.lanes),
+                why: "a power of two, at most 16 and at most the lanes",
+            });
+        }
+        let (pipeline, tile) = if let QKernel::Tiled(_) = kernel {
             (&self.tiled, (TILE_M, TILE_N))
         } else {
             let (pipeline, plan) = if m > MT {
@@ -447,19 +522,51 @@ impl QMatmul {
             let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;
             (pipeline, (MT, rw))
         };
-        let mut dispatches = Vec::new();
         let mut keep = Vec::new();
+        // A split call writes one plane per split, which the combine step adds into y.
+        let part = if splits > 1 {
+            Some(gpu.storage(
+                "qmatmul partial trees",
+                (splits as usize * m * n * 4) as u64,
+            )?)
+        } else {
+            None
+        };
+        let out = part.as_ref().unwrap_or(y);
+        let mut steps = Vec::new();
         for s in &self.weights.splits {
-            let (u, g) = params(gpu, m, k, n, &s.rows, tile);
-            let bg = gpu.bind(pipeline, &[&u, x, &s.w, &s.sb, y]);
-            dispatches.push((bg, g));
+            let (u, grid) = params(gpu, m, k, n, &s.rows, tile, splits);
+            steps.push(Step {
+                pipeline: pipeline.clone(),
+                bind: gpu.bind(pipeline, &[&u, x, &s.w, &s.sb, out]),
+                grid,
+            });
             keep.push(u);
         }
-        Ok(PreparedMatmul {
-            pipeline: pipeline.clone(),
-            dispatches,
-            _params: keep,
-        })
+        if let Some(part) = part {
+            let count = m * n;
+            let p = CombineParams {
+                count: count as u32,
+                splits,
+                plane: count as u32,
+                pad: 0,
+            };
+            let u = gpu.uniform_from("combine params", bytemuck::bytes_of(&p));
+            let blocks = count.div_ceil(COMBINE_WG);
+            let grid = [
+                blocks.min(COMBINE_GRID_X) as u32,
+                blocks.div_ceil(COMBINE_GRID_X) as u32,
+                1,
+            ];
+            steps.push(Step {
+                pipeline: self.combine.clone(),
+                bind: gpu.bind(&self.combine, &[&u, &part, y]),
+                grid,
+            });
+            keep.push(u);
+            keep.push(part);
+        }
+        Ok(PreparedMatmul { steps, _keep: keep })
     }
 
     /// Host convenience: uploads `x` (`[m, K]`), runs (in row batches if x or y would exceed a
@@ -523,19 +630,19 @@ impl DenseMatmul {
     ) -> Result<PreparedMatmul, OpError> {
         let (k, n) = (self.weights.cols, self.weights.rows);
         check_call(gpu, m, k, n, x, y)?;
-        let mut dispatches = Vec::new();
+        let mut steps = Vec::new();
         let mut keep = Vec::new();
         for s in &self.weights.splits {
             let rw = WG / self.lanes as usize;
-            let (u, g) = params(gpu, m, k, n, &s.rows, (MT, rw));
-            dispatches.push((gpu.bind(&self.pipeline, &[&u, x, &s.w, y]), g));
+            let (u, grid) = params(gpu, m, k, n, &s.rows, (MT, rw), 1);
+            steps.push(Step {
+                pipeline: self.pipeline.clone(),
+                bind: gpu.bind(&self.pipeline, &[&u, x, &s.w, y]),
+                grid,
+            });
             keep.push(u);
         }
-        Ok(PreparedMatmul {
-            pipeline: self.pipeline.clone(),
-            dispatches,
-            _params: keep,
-        })
+        Ok(PreparedMatmul { steps, _keep: keep })
     }
 
     /// Host convenience, as [`QMatmul::run_host`].
@@ -552,23 +659,32 @@ impl DenseMatmul {
 mod tests {
     use super::*;
 
-    /// Decode and a few sequences run the GEMV kernel; prefill of Gemma 4 E2B's shapes and calls
-    /// with many workgroups of mostly real rows run the tiled one.
+    /// Decode and up to 16 sequences run the GEMV kernel; more rows (prefill, many sequences)
+    /// the tiled one, its trees split over workgroups where the tiles alone are too few.
     #[test]
     fn kernel_choice() {
-        for (m, n, want) in [
-            (1, 262144, QKernel::Gemv),
-            (8, 262144, QKernel::Gemv),
-            (16, 262144, QKernel::Gemv), // half of each tile would be padding
-            (24, 262144, QKernel::Tiled),
-            (512, 6144, QKernel::Tiled),
-            (512, 1536, QKernel::Tiled),
-            (128, 1536, QKernel::Gemv), // 96 workgroups
-            (32, 6144, QKernel::Gemv),  // 96 workgroups
-            (64, 6144, QKernel::Tiled),
-            (300, 70, QKernel::Gemv),
+        for (m, n, lanes, want) in [
+            (1, 262144, 16, QKernel::Gemv),
+            (16, 262144, 16, QKernel::Gemv),
+            (16, 6144, 16, QKernel::Gemv),
+            (20, 262144, 16, QKernel::Gemv), // 3/8 of each tile would be padding
+            (24, 262144, 16, QKernel::Tiled(1)),
+            (512, 6144, 16, QKernel::Tiled(1)),
+            (512, 1536, 64, QKernel::Tiled(1)),
+            (96, 6144, 16, QKernel::Tiled(1)), // 288 tiles; 2 splits would be 576
+            (64, 6144, 16, QKernel::Tiled(2)), // 192 tiles
+            (24, 6144, 16, QKernel::Tiled(4)), // 96 tiles
+            (256, 1536, 64, QKernel::Tiled(2)), // 192 tiles
+            (128, 1536, 64, QKernel::Tiled(4)), // 96 tiles
+            (32, 1536, 64, QKernel::Tiled(16)), // 24 tiles
+            (300, 70, 16, QKernel::Tiled(16)), // 20 tiles
+            (300, 70, 2, QKernel::Gemv),       // 20 tiles, at most 2 splits
         ] {
-            assert_eq!(qkernel(m, n), want, "M = {m}, N = {n}");
+            assert_eq!(
+                qkernel(m, n, lanes),
+                want,
+                "M = {m}, N = {n}, {lanes} lanes"
+            );
         }
     }
 }
