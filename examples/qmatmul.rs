@@ -4,15 +4,16 @@
 //! quantizer, see `make_fixtures.py` there; its config quantizes most linears at 4 bits, group
 //! 64), puts `model.layers.0.self_attn.q_proj` on the GPU and computes `y = x Wᵀ` for 5 rows of
 //! x (5 sequences decoding together) in one call and for each row alone. The rows match bit for
-//! bit: a row's result never depends on how many rows share the call. Then it quantizes the
-//! dense embedding table at load time with MLX's rule and uses it twice, as an embedding gather
-//! and as a tied LM head.
+//! bit: a row's result never depends on how many rows share the call. A 40-row prefill on the
+//! tiled kernel (the one for prefill) matches the rows computed alone too. Then it quantizes
+//! the dense embedding table at load time with MLX's rule and uses it twice, as an embedding
+//! gather and as a tied LM head.
 //!
 //! Run: `cargo run --example qmatmul` (on Linux without a GPU, install lavapipe first:
 //! `scripts/setup.sh`).
 
 use onepath::gpu::{Gpu, GpuOptions};
-use onepath::ops::qmm::{EmbedGather, GatherRounding, QMatmul, QWeights};
+use onepath::ops::qmm::{EmbedGather, GatherRounding, QKernel, QMatmul, QWeights};
 use onepath_weights::{Checkpoint, Linear, QuantParams, dequantize_f32};
 use std::path::Path;
 
@@ -50,7 +51,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("{m} rows in one call == each row alone: true");
 
-    // 4. Accuracy against the f64 oracle on the dequantized weights.
+    // 4. A prefill of 40 rows on the tiled kernel, which `prepare` picks for prefills of real
+    //    models (`op.kernel_for(m)`; this 16-row matrix is too small for it to, so the call
+    //    names it). Each output is still reduced over K in the one order K fixes, so every row
+    //    equals the row computed alone by the decode (GEMV) kernel.
+    let p = 40;
+    let kernel = QKernel::Tiled(1);
+    let xp: Vec<f32> = (0..p * k)
+        .map(|i| ((i * 104729) % 2000) as f32 / 1000.0 - 1.0)
+        .collect();
+    let prefill = pollster::block_on(op.run_host_with(&gpu, &xp, p, kernel))?;
+    for r in [0, 17, p - 1] {
+        let alone = pollster::block_on(op.run_host(&gpu, &xp[r * k..(r + 1) * k], 1))?;
+        assert_eq!(
+            bits(&prefill[r * n..(r + 1) * n]),
+            bits(&alone),
+            "prefill row {r}"
+        );
+    }
+    println!(
+        "{p}-row prefill ({kernel:?} kernel) rows 0, 17, {} == each row alone: true",
+        p - 1
+    );
+
+    // 5. Accuracy against the f64 oracle on the dequantized weights.
     let want = onepath::reference::matmul_nt(&x, &dequantize_f32(&q), m, k, n)?;
     let worst = want
         .iter()
@@ -59,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .fold(0.0, f64::max);
     println!("max |GPU - f64| = {worst:.2e}");
 
-    // 5. The embedding table is stored dense (bf16); quantize it now, bit for bit as
+    // 6. The embedding table is stored dense (bf16); quantize it now, bit for bit as
     //    mlx_lm.convert would, and share the GPU copy between the gather and a tied LM head.
     let emb = ck.quantized_linear("model.embed_tokens", QuantParams::new(64, 4, "example")?)?;
     let table = QWeights::upload(&gpu, &emb)?;
