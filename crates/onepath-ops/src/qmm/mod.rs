@@ -509,6 +509,13 @@ impl QMatmul {
                 why: "a power of two, at most 16 and at most the lanes",
             });
         }
+        if m.div_ceil(TILE_M) * splits as usize > MAX_GRID as usize {
+            return Err(OpError::TooBig(format!(
+                "a {m}-row tiled call with {splits} splits ({} workgroups along x, limit \
+                 {MAX_GRID}); use fewer splits or fewer rows",
+                m.div_ceil(TILE_M) * splits as usize
+            )));
+        }
         let (pipeline, tile) = if let QKernel::Tiled(_) = kernel {
             (&self.tiled, (TILE_M, TILE_N))
         } else {
