@@ -16,8 +16,8 @@
 //     bit-reversed order, which is the post-order of the fold tree: leaf i of the visit is lane
 //     reverseBits(i), and after it the finished subtrees are combined exactly as the tree does
 //     (left operand = the subtree visited first) with a stack of log2(LANES) partials, one per
-//     level (`s0`..`s5`). So the tree's additions, operands and order are those of the decode
-//     kernel's shared-memory fold.
+//     level (`st`). So the tree's additions, operands and order are those of the decode
+//     kernel's shared-memory fold. (Every lane has at least one unit: `lanes_quant`.)
 //   * every step stages one unit (32 codes at 4 bits, 16 at 8) of the tile in workgroup
 //     memory: the x of BM rows ([k][m], with each row's sx), the BN rows' codes decoded to exact
 //     floats ([k][n]) and their scale and bias. Each code is decoded once for BM rows of x and
