@@ -253,6 +253,30 @@ fn matmul_constants_match_the_host() {
     }
 }
 
+/// The tiled matmul's tile and the combine step's grid are the host's (it sizes the grids and
+/// the scratch planes with them).
+#[test]
+fn tiled_matmul_constants_match_the_host() {
+    use onepath::ops::qmm;
+    let find = |file: &str| {
+        let (name, src) = wgsl_files()
+            .into_iter()
+            .find(|(n, _)| n == file)
+            .unwrap_or_else(|| panic!("wgsl/{file}"));
+        parse(&name, &src)
+    };
+    let tiled = find("qmatmul_tiled.wgsl");
+    assert_eq!(const_u32(&tiled, "BM") as usize, qmm::TILE_M, "BM");
+    assert_eq!(const_u32(&tiled, "BN") as usize, qmm::TILE_N, "BN");
+    let combine = find("qmatmul_combine.wgsl");
+    assert_eq!(const_u32(&combine, "WG") as usize, qmm::COMBINE_WG, "WG");
+    assert_eq!(
+        const_u32(&combine, "GRID_X") as usize,
+        qmm::COMBINE_GRID_X,
+        "GRID_X"
+    );
+}
+
 /// Every file in `wgsl/` is compiled by the ops crate, from the file's current text.
 #[test]
 fn every_shader_is_a_registered_kernel() {

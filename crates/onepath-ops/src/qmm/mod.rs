@@ -233,9 +233,10 @@ struct CombineParams {
     pad: u32,
 }
 
-/// Workgroup size and grid width of `wgsl/qmatmul_combine.wgsl`.
-const COMBINE_WG: usize = 256;
-const COMBINE_GRID_X: usize = 32768;
+/// Invocations per workgroup of `wgsl/qmatmul_combine.wgsl`.
+pub const COMBINE_WG: usize = 256;
+/// Workgroups along x of a combine dispatch before it spills into y.
+pub const COMBINE_GRID_X: usize = 32768;
 
 /// One dispatch of a prepared call.
 struct Step {
