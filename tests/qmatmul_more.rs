@@ -153,6 +153,18 @@ fn oversized_weights_split_by_rows_with_identical_bits() {
         &run(gpu, &split, &x, m),
         &run(gpu, &whole, &x, m),
     );
+    // Every kernel on a split W: bindings of 51 rows cut the tiled kernel's 64-row tiles, and
+    // a split tree's combine runs once over the outputs of all bindings.
+    let mp = 40;
+    let xp = common::randn(&mut common::rng(24), mp * k);
+    let want = run_with(gpu, &whole, &xp, mp, onepath::ops::qmm::QKernel::Gemv);
+    for kernel in kernels_for(whole.lanes()) {
+        assert_bits(
+            &format!("split quantized matmul, {kernel:?}, M = {mp}"),
+            &run_with(gpu, &split, &xp, mp, kernel),
+            &want,
+        );
+    }
     let ids: Vec<u32> = vec![0, 50, 51, 52, 202, 101];
     let g1 = pollster::block_on(
         gather(gpu, whole.weights.clone(), GatherRounding::F32).run_host(gpu, &ids),
