@@ -5,10 +5,10 @@
 // operand always the subtree visited first, so y gets the bits an unsplit call gives.
 
 struct Params {
-    count: u32,     // outputs (M * N)
+    count: u32,     // outputs (M * N), which is also the floats per plane
     splits: u32,    // planes: 2, 4, 8 or 16
-    plane: u32,     // floats per plane (M * N)
-    pad: u32,
+    pad0: u32,
+    pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -26,7 +26,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var v: array<f32, 16>;
     for (var s = 0u; s < p.splits; s++) {
-        v[s] = part[i + s * p.plane];
+        v[s] = part[i + s * p.count];
     }
     // Neighbours first, level by level: v[j] = v[2j] + v[2j + 1].
     var width = p.splits;

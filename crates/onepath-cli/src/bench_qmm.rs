@@ -128,7 +128,7 @@ fn rows_equal_m1(gpu: &Gpu, op: &QMatmul, xs: &[f32], y: &wgpu::Buffer, m: usize
     for r in [0, m - 1] {
         let x1 = gpu.storage_from("x1", bytemuck::cast_slice(&xs[r * k..(r + 1) * k]))?;
         op.prepare_with(gpu, 1, &x1, &y1, QKernel::Gemv)?.run(gpu)?;
-        if row_bits(gpu, y, r, n)? != row_bits(gpu, &y1, 0, n)? {
+        if row_bits(gpu, y, r, n)? != pollster::block_on(read_buffer_as::<u32>(gpu, &y1))? {
             return Ok(false);
         }
     }

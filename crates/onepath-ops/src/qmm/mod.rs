@@ -227,10 +227,10 @@ struct MmParams {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct CombineParams {
+    /// Outputs (M x N), which is also the length of each split's plane.
     count: u32,
     splits: u32,
-    plane: u32,
-    pad: u32,
+    pad: [u32; 2],
 }
 
 /// Invocations per workgroup of `wgsl/qmatmul_combine.wgsl`.
@@ -423,37 +423,28 @@ impl QMatmul {
     /// differ only in how rows are spread over invocations, never in the arithmetic.
     pub async fn new(gpu: &Gpu, weights: Arc<QWeights>) -> Result<QMatmul, OpError> {
         let lanes = lanes_quant(weights.cols, weights.bits);
+        // The constants both kernels share: the weights' format and the numerical contract.
+        let contract = [
+            ("BITS", f64::from(weights.bits)),
+            ("GROUP", weights.group as f64),
+            ("SCALE_DT", weights.scale_code()),
+            ("LANES", f64::from(lanes)),
+        ];
         let build = async |plan: QPlan| -> Result<_, OpError> {
+            let shape = [
+                ("WG", f64::from(plan.wg)),
+                ("R", f64::from(plan.rows)),
+                ("XT", f64::from(plan.xrows)),
+            ];
             let pipeline = gpu
-                .pipeline(
-                    &kernels::QMATMUL,
-                    &[
-                        ("BITS", f64::from(weights.bits)),
-                        ("GROUP", weights.group as f64),
-                        ("SCALE_DT", weights.scale_code()),
-                        ("LANES", f64::from(lanes)),
-                        ("WG", f64::from(plan.wg)),
-                        ("R", f64::from(plan.rows)),
-                        ("XT", f64::from(plan.xrows)),
-                    ],
-                )
+                .pipeline(&kernels::QMATMUL, &[&contract[..], &shape].concat())
                 .await?;
             Ok((pipeline, plan))
         };
         let decode = build(qplan(weights.rows, 1, lanes)).await?;
         let few = build(qplan(weights.rows, 2, lanes)).await?;
         let batch = build(qplan(weights.rows, MT + 1, lanes)).await?;
-        let tiled = gpu
-            .pipeline(
-                &kernels::QMATMUL_TILED,
-                &[
-                    ("BITS", f64::from(weights.bits)),
-                    ("GROUP", weights.group as f64),
-                    ("SCALE_DT", weights.scale_code()),
-                    ("LANES", f64::from(lanes)),
-                ],
-            )
-            .await?;
+        let tiled = gpu.pipeline(&kernels::QMATMUL_TILED, &contract).await?;
         let combine = gpu.pipeline(&kernels::QMATMUL_COMBINE, &[]).await?;
         Ok(QMatmul {
             weights,
@@ -499,36 +490,35 @@ impl QMatmul {
     ) -> Result<PreparedMatmul, OpError> {
         let (k, n) = (self.weights.cols, self.weights.rows);
         check_call(gpu, m, k, n, x, y)?;
-        let splits = match kernel {
-            QKernel::Tiled(s) => s,
-            QKernel::Gemv => 1,
-        };
-        if !splits.is_power_of_two() || splits > MAX_SPLITS.min(self.lanes) {
-            return Err(OpError::Param {
-                what: "splits of a tiled call",
-                value: format!("{splits} (this matrix has {} lanes)", self.lanes),
-                why: "a power of two, at most 16 and at most the lanes",
-            });
-        }
-        if m.div_ceil(TILE_M) * splits as usize > MAX_GRID as usize {
-            return Err(OpError::TooBig(format!(
-                "a {m}-row tiled call with {splits} splits ({} workgroups along x, limit \
-                 {MAX_GRID}); use fewer splits or fewer rows",
-                m.div_ceil(TILE_M) * splits as usize
-            )));
-        }
-        let (pipeline, tile) = if let QKernel::Tiled(_) = kernel {
-            (&self.tiled, (TILE_M, TILE_N))
-        } else {
-            let (pipeline, plan) = if m > MT {
-                &self.batch
-            } else if m > 1 {
-                &self.few
-            } else {
-                &self.decode
-            };
-            let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;
-            (pipeline, (MT, rw))
+        let (pipeline, tile, splits) = match kernel {
+            QKernel::Tiled(splits) => {
+                if !splits.is_power_of_two() || splits > MAX_SPLITS.min(self.lanes) {
+                    return Err(OpError::Param {
+                        what: "splits of a tiled call",
+                        value: format!("{splits} (this matrix has {} lanes)", self.lanes),
+                        why: "a power of two, at most 16 and at most the lanes",
+                    });
+                }
+                let gx = m.div_ceil(TILE_M) * splits as usize;
+                if gx > MAX_GRID as usize {
+                    return Err(OpError::TooBig(format!(
+                        "a {m}-row tiled call with {splits} splits ({gx} workgroups along x, \
+                         limit {MAX_GRID}); use fewer splits or fewer rows"
+                    )));
+                }
+                (&self.tiled, (TILE_M, TILE_N), splits)
+            }
+            QKernel::Gemv => {
+                let (pipeline, plan) = if m > MT {
+                    &self.batch
+                } else if m > 1 {
+                    &self.few
+                } else {
+                    &self.decode
+                };
+                let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;
+                (pipeline, (MT, rw), 1)
+            }
         };
         let mut keep = Vec::new();
         // A split call writes one plane per split, which the combine step adds into y.
@@ -556,8 +546,7 @@ impl QMatmul {
             let p = CombineParams {
                 count: count as u32,
                 splits,
-                plane: count as u32,
-                pad: 0,
+                pad: [0; 2],
             };
             let u = gpu.uniform_from("combine params", bytemuck::bytes_of(&p));
             let blocks = count.div_ceil(COMBINE_WG);
