@@ -46,8 +46,7 @@ fn dense_matmul_accuracy_and_invariance() {
             })
             .collect();
         let lanes = lanes_dense(k / 8);
-        let depth =
-            (2 * (k / 8).div_ceil(lanes as usize) + 2 + lanes.trailing_zeros() as usize) as f64;
+        let depth = onepath::ops::qmm::dense_error_depth(k, lanes);
         let ratio = worst_ratio(&want, &y, &mass);
         eprintln!("dense N={n} K={k} {dt}: lanes {lanes} worst ratio {ratio:.3} (budget {depth})");
         assert!(ratio <= depth, "dense {dt}: ratio {ratio} over {depth}");

@@ -112,12 +112,10 @@ pub fn mass(q: &QuantizedTensor, x: &[f32], m: usize) -> Vec<f64> {
     out
 }
 
-/// The worst-case number of roundings on any product's path through the quantized kernel:
-/// the in-group vec4 chain (group/4), its combine (2), the per-lane fma chain over its groups
-/// (2 per group) and the lane tree (log2 lanes), plus the group sum of x (group/4 + 2).
+/// The worst-case number of roundings on any product's path through the quantized kernel
+/// (`onepath::ops::qmm::quant_error_depth`, which documents it).
 pub fn quant_depth(k: usize, group: usize, lanes: u32) -> f64 {
-    let per_lane = (k / group).div_ceil(lanes as usize);
-    (group / 4 + 2 + 2 * per_lane + lanes.trailing_zeros() as usize + group / 4 + 2) as f64
+    onepath::ops::qmm::quant_error_depth(k, group, lanes)
 }
 
 /// Largest `|got - want| / (U * mass)` (the error in units of the f32 roundoff times the

@@ -4,6 +4,7 @@ mod bench;
 mod bench_bw;
 mod bench_dispatch;
 mod bench_qmm;
+mod load;
 mod parity;
 mod util;
 
@@ -44,6 +45,24 @@ enum Command {
     },
     /// Print the adapter and the features onepath uses.
     Info,
+    /// Open a checkpoint (a .safetensors file, or a directory with model.safetensors or a
+    /// sharded index, and config.json), put every linear layer on the GPU and check one call of
+    /// each against an f64 reference and, bit for bit, rows of a batch against the same rows
+    /// alone; exits 1 if any linear fails.
+    Load {
+        /// A .safetensors file or a checkpoint directory.
+        path: std::path::PathBuf,
+        /// Quantize float linears at load time to this many bits (4 or 8), MLX's affine rule
+        /// bit for bit; linears stored quantized stay as stored.
+        #[arg(long)]
+        quantize: Option<u32>,
+        /// Group size for --quantize (32, 64 or 128).
+        #[arg(long, default_value_t = 64)]
+        group_size: usize,
+        /// Only the linears whose path starts with this (e.g. model.language_model).
+        #[arg(long)]
+        prefix: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +154,21 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Parity => parity::run(&gpu, cli.json),
+        Command::Load {
+            path,
+            quantize,
+            group_size,
+            prefix,
+        } => load::run(
+            &gpu,
+            &load::LoadArgs {
+                path,
+                quantize,
+                group_size,
+                prefix,
+            },
+            cli.json,
+        ),
         Command::Bench {
             what: BenchWhat::Bandwidth { iters, mib },
         } => bench_bw::run(&gpu, mib, iters, cli.json),

@@ -197,6 +197,23 @@ pub fn lanes_quant(k: usize, bits: u32) -> u32 {
     prev_pow2(k * bits as usize / 128 / 3).min(64) as u32
 }
 
+/// Error budget of the quantized kernels, in units of f32 roundoff (2^-24) times the magnitude
+/// they accumulate (`sum_k |x_k| (|s| q_k + |b|)` per output): the most roundings on any
+/// product's path. That is the in-group vec4 chain (group / 4) and its combine (2), the lane's
+/// fma chain over its groups (2 per group), the lane tree (log2 lanes) and the group sum of x
+/// (group / 4 + 2).
+pub fn quant_error_depth(k: usize, group: usize, lanes: u32) -> f64 {
+    let per_lane = (k / group).div_ceil(lanes as usize);
+    (group / 4 + 2 + 2 * per_lane + lanes.trailing_zeros() as usize + group / 4 + 2) as f64
+}
+
+/// Error budget of the dense kernel, as [`quant_error_depth`] with the magnitude
+/// `sum_k |x_k w_k|`: 2 roundings per 8-element unit of a lane, 2 for the unit's combine and
+/// the lane tree (log2 lanes).
+pub fn dense_error_depth(k: usize, lanes: u32) -> f64 {
+    (2 * (k / 8).div_ceil(lanes as usize) + 2 + lanes.trailing_zeros() as usize) as f64
+}
+
 /// Lanes per output element of the dense kernel for `units = K / 8` (power of two, 1..=32).
 pub fn lanes_dense(units: usize) -> u32 {
     prev_pow2(units / 4).min(32) as u32

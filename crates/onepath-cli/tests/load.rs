@@ -1,0 +1,179 @@
+//! `onepath load` end to end: the sharded MLX fixture checkpoint (made by MLX, see
+//! `tests/fixtures/mlx/make_fixtures.py`) loads as stored and with `--quantize`, every linear
+//! passes its checks on the GPU, and bad input is one clear error.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/mlx/tiny_ckpt")
+}
+
+fn onepath(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_onepath"))
+        .args(args)
+        .output()
+        .expect("run onepath")
+}
+
+/// Whether `out` failed for want of a GPU adapter: a skip, unless CI is set (then a failure).
+fn no_adapter(out: &Output) -> bool {
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !err.contains("no GPU adapter") {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set and no GPU adapter is usable, which fails the run: {err}"
+    );
+    eprintln!("SKIPPED (no GPU adapter; CI would fail here): {err}");
+    true
+}
+
+/// `onepath --json load ARGS`: the exit code and the JSON object (None if no adapter).
+fn load_json(args: &[&str]) -> Option<(i32, Value)> {
+    let out = onepath(&[&["--json", "load"], args].concat());
+    if no_adapter(&out) {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    Some((out.status.code().expect("exit code"), v))
+}
+
+fn linear<'a>(v: &'a Value, path: &str) -> &'a Value {
+    v["linears"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["path"] == path)
+        .unwrap_or_else(|| panic!("{path} not listed in {v}"))
+}
+
+/// Every linear of the checkpoint is found with the format the checkpoint stores, computes
+/// within its error budget and gives a row of a batch the bits of that row alone.
+#[test]
+fn loads_the_mlx_checkpoint_as_stored() {
+    let dir = fixture();
+    let Some((code, v)) = load_json(&[dir.to_str().unwrap()]) else {
+        return;
+    };
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["all_ok"], true);
+    assert_eq!(v["files"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        v["linears"].as_array().unwrap().len(),
+        4,
+        "norms are not linears"
+    );
+    for (path, shape, stored) in [
+        ("model.layers.0.self_attn.q_proj", [16, 128], "q4 g64 BF16"),
+        ("model.layers.0.mlp.down_proj", [8, 64], "q8 g32 BF16"),
+        ("model.embed_tokens", [32, 64], "BF16"),
+        ("model.layers.0.odd_proj", [4, 80], "BF16"),
+    ] {
+        let l = linear(&v, path);
+        assert_eq!(l["shape"], serde_json::json!(shape), "{path}");
+        assert_eq!(l["stored"], stored, "{path}");
+        assert_eq!(l["on_gpu"], stored, "{path}");
+        assert_eq!(l["rows_equal_alone"], true, "{path}");
+        let (err, budget) = (
+            l["worst_error_ratio"].as_f64().unwrap(),
+            l["error_budget"].as_f64().unwrap(),
+        );
+        assert!(err <= budget && budget > 0.0, "{path}: {err} over {budget}");
+    }
+    let kernels = &linear(&v, "model.layers.0.self_attn.q_proj")["kernels"];
+    assert_eq!(kernels, &serde_json::json!(["gemv", "tiled"]));
+}
+
+/// `--quantize 4` quantizes the float linears whose input size is a multiple of the group size
+/// (as mlx-lm does) and leaves the stored quantized ones as they are.
+#[test]
+fn quantizes_float_linears_at_load() {
+    let dir = fixture();
+    let Some((code, v)) = load_json(&[dir.to_str().unwrap(), "--quantize", "4"]) else {
+        return;
+    };
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        linear(&v, "model.embed_tokens")["on_gpu"],
+        "q4 g64 BF16 (at load)"
+    );
+    assert_eq!(linear(&v, "model.layers.0.odd_proj")["on_gpu"], "BF16");
+    assert_eq!(
+        linear(&v, "model.layers.0.mlp.down_proj")["on_gpu"],
+        "q8 g32 BF16"
+    );
+    let Some((_, v)) = load_json(&[
+        dir.to_str().unwrap(),
+        "--quantize",
+        "8",
+        "--group-size",
+        "32",
+        "--prefix",
+        "model.embed",
+    ]) else {
+        return;
+    };
+    assert_eq!(v["linears"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        linear(&v, "model.embed_tokens")["on_gpu"],
+        "q8 g32 BF16 (at load)"
+    );
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("onepath-load-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Bad input is one error that names the problem (exit 2); a linear the kernels cannot take is
+/// reported by name and fails the run (exit 1).
+#[test]
+fn bad_input_is_named() {
+    let shard = fixture().join("model-00001-of-00002.safetensors");
+    let bytes = std::fs::read(&shard).unwrap();
+    let trunc = temp("truncated.safetensors");
+    std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
+    let out = onepath(&["load", trunc.to_str().unwrap()]);
+    if no_adapter(&out) {
+        return;
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("truncated.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
+
+    let out = onepath(&["load", fixture().to_str().unwrap(), "--quantize", "3"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--quantize 3"), "{err}");
+
+    // K = 12 is not a multiple of 8, which the dense kernel needs.
+    let odd = temp("odd.safetensors");
+    let data = vec![0u8; 4 * 12 * 4];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4, 12], &data).unwrap();
+    safetensors::serialize_to_file([("odd.weight", view)], None, &odd).unwrap();
+    let Some((code, v)) = load_json(&[odd.to_str().unwrap()]) else {
+        return;
+    };
+    assert_eq!(code, 1, "{v}");
+    let l = linear(&v, "odd");
+    assert_eq!(l["ok"], false);
+    assert!(
+        l["error"].as_str().unwrap().contains("multiple of 8"),
+        "{l}"
+    );
+    std::fs::remove_dir_all(trunc.parent().unwrap()).unwrap();
+}
