@@ -236,21 +236,34 @@ fn chunk_and_group_constants_match_the_planner() {
     );
 }
 
-/// The matmul kernels' rows of x per workgroup are the host's (it sizes the grid with them).
+/// The matmul kernels' rows of x per workgroup are the host's (it sizes the grid with them):
+/// the dense kernel's constant, and the quantized kernel's override default (the host passes
+/// every plan's value, `QPlan::mt`).
 #[test]
 fn matmul_constants_match_the_host() {
-    for file in ["qmatmul.wgsl", "matmul_dense.wgsl"] {
+    let module = |file: &str| {
         let (name, src) = wgsl_files()
             .into_iter()
             .find(|(n, _)| n == file)
             .unwrap_or_else(|| panic!("wgsl/{file}"));
-        let module = parse(&name, &src);
-        assert_eq!(
-            const_u32(&module, "MT") as usize,
-            onepath::ops::qmm::MT,
-            "{file}: MT"
-        );
-    }
+        parse(&name, &src)
+    };
+    assert_eq!(
+        const_u32(&module("matmul_dense.wgsl"), "MT") as usize,
+        onepath::ops::qmm::MT,
+        "matmul_dense.wgsl: MT"
+    );
+    let q = module("qmatmul.wgsl");
+    let (_, o) = q
+        .overrides
+        .iter()
+        .find(|(_, o)| o.name.as_deref() == Some("MT"))
+        .expect("qmatmul.wgsl: override MT");
+    let init = o.init.expect("override MT has a default");
+    assert!(
+        matches!(q.global_expressions[init], Expression::Literal(Literal::U32(v)) if v as usize == onepath::ops::qmm::MT),
+        "qmatmul.wgsl: MT's default is not the host's MT"
+    );
 }
 
 /// The tiled matmul's tile and the combine step's grid are the host's (it sizes the grids and

@@ -43,7 +43,9 @@
 //   Rows of x (up to MT per workgroup, grid x) are processed XT at a time (1 or 2), the next
 //   ones after; their repeated W loads hit L1. With XT = 2 each code is decoded once for both
 //   rows of x (unit_dot2), which is what bounds calls of several rows (they are compute-bound);
-//   each row's operations and their order are those of XT = 1.
+//   each row's operations and their order are those of XT = 1. Matrices too small to fill the
+//   GPU take MT = XT = 2: each workgroup one pass over W, the rows of x spread over more
+//   workgroups instead of queued in one.
 
 override BITS: u32 = 4u;      // 4 or 8
 override GROUP: u32 = 64u;    // 32, 64 or 128
@@ -53,7 +55,8 @@ override WG: u32 = 128u;      // invocations per workgroup: 64, 128 or 256 (not 
 override R: u32 = 4u;         // rows of W per invocation: 1..4 (not in the contract)
 override XT: u32 = 1u;        // rows of x an invocation works on at once: 1 or 2 (not in the contract)
 
-const MT: u32 = 8u;           // rows of x per workgroup
+override MT: u32 = 8u;        // rows of x per workgroup: 8, or 2 (not in the contract; the
+                              // host sizes grid x with the same value, `QPlan::mt`)
 
 struct Params {
     m: u32,         // rows of x

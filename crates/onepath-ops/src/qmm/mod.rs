@@ -128,6 +128,8 @@ pub struct QPlan {
     /// Rows of x an invocation works on at once (1 or 2): with 2, each code is decoded once
     /// for both.
     pub xrows: u32,
+    /// Rows of x per workgroup ([`MT`], or 2 for matrices too small to fill the GPU).
+    pub mt: u32,
 }
 
 /// The quantized kernel's workgroup shape for an `m`-row call of an `n`-row matrix with `lanes`
@@ -140,8 +142,11 @@ pub struct QPlan {
 /// * From 2 rows of x on the kernel is bound by instructions: invocations take rows of x two
 ///   at a time (`xrows` = 2, each code decoded once for both) and more rows of W (each x load
 ///   and unit sum serves them all). Up to [`MT`] rows: workgroups of 8 slots up to 16 lanes
-///   (else 4, as above), rows of W 4 times as soon as above (1 up to 2^15 invocations at 1 row,
-///   2 up to 2^17, else 4). More rows
+///   (else 4, as above), 2 rows of W up to 2^17 invocations at 1 row, else 4. A matrix that
+///   then has at most 2^17 invocations (every Gemma 4 E2B projection; not the LM head) is too
+///   small to fill the GPU from one column of workgroups: each workgroup takes 2 rows of x
+///   (`mt` = 2, one pass over its W) and the rows of x are spread over more workgroups; larger
+///   ones take [`MT`] rows of x per workgroup, a pair at a time, re-reading W from L1. More rows
 ///   reuse W from L1: [`QROWS`] rows per slot, `wg` = 256 from 32 lanes on (so a workgroup still
 ///   holds 4 or more rows per pass), else 128.
 ///
@@ -158,34 +163,41 @@ pub struct QPlan {
 ///   1536 15.3 / 14.6 / 23.6; 1536 x 6144 28.3 / 28.4 / 27.9. Invocations at 16 lanes, 64 /
 ///   128 / 256: the LM head 531.5 / 503.4 / 538.3 us at M = 8 (145.3 / 143.2 / 147.0 at
 ///   M = 2); 6144 x 1536 21.3 / 20.9 at M = 8. More than 8 rows: 128 invocations took 6144 x
-///   1536 721 us at M = 512, 64 took 769 and 256 786; the LM head 30979 at 128, 32681 at 64.)
+///   1536 721 us at M = 512, 64 took 769 and 256 786; the LM head 30979 at 128, 32681 at 64.
+/// * Rows of x per workgroup, M = 8, 8 / 2 (with the rows of W above): 6144 x 1536 21.0 /
+///   19.2 us, 1536 x 6144 28.4 / 22.2, 12288 x 1536 32.2 / 29.1, 8960 x 1536 31.3 / 23.6, 1536
+///   x 12288 48.6 / 36.5, 2048 x 1536 18.0 / 8.6 (11.3 at 1 row of W); the LM head 501 / 494.
+///   At 2 rows per workgroup, 1 row of x at a time was slower at M = 8 (6144 x 1536 21.8 us),
+///   as was 1 row of W (23.3).)
 pub fn qplan(n: usize, m: usize, lanes: u32) -> QPlan {
     if m > MT {
         return QPlan {
             wg: if lanes >= 32 { 256 } else { QWG as u32 },
             rows: QROWS as u32,
             xrows: 2,
+            mt: MT as u32,
         };
     }
     let threads = n * lanes as usize;
-    let (two, four) = if m == 1 {
-        (1 << 17, 1 << 20)
-    } else {
-        (1 << 15, 1 << 17)
-    };
-    let rows = if threads > four {
+    let rows: u32 = if m == 1 {
+        match threads {
+            t if t > 1 << 20 => 4,
+            t if t > 1 << 17 => 2,
+            _ => 1,
+        }
+    } else if threads > 1 << 17 {
         4
-    } else if threads > two {
-        2
     } else {
-        1
+        2
     };
     // 4 slots per workgroup; 8 from 2 rows of x on at up to 16 lanes.
     let slots = if m > 1 && lanes <= 16 { 8 } else { 4 };
+    let small = n.div_ceil(rows as usize) * lanes as usize <= 1 << 17;
     QPlan {
         wg: (slots * lanes).max(64),
-        rows: rows.min(QROWS as u32),
+        rows,
         xrows: if m == 1 { 1 } else { 2 },
+        mt: if m > 1 && small { 2 } else { MT as u32 },
     }
 }
 
@@ -452,6 +464,7 @@ impl QMatmul {
                 ("WG", f64::from(plan.wg)),
                 ("R", f64::from(plan.rows)),
                 ("XT", f64::from(plan.xrows)),
+                ("MT", f64::from(plan.mt)),
             ];
             let pipeline = gpu
                 .pipeline(&kernels::QMATMUL, &[&contract[..], &shape].concat())
@@ -534,7 +547,7 @@ impl QMatmul {
                     &self.decode
                 };
                 let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;
-                (pipeline, (MT, rw), 1)
+                (pipeline, (plan.mt as usize, rw), 1)
             }
         };
         let mut keep = Vec::new();
@@ -672,6 +685,32 @@ impl DenseMatmul {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decode plans by invocations; from 2 rows of x on, at least 2 rows of W, and 2 rows of x
+    /// per workgroup for every matrix but LM-head-sized ones.
+    #[test]
+    fn workgroup_shapes() {
+        for (n, m, lanes, rows, mt) in [
+            (6144, 1, 16, 1, 8),
+            (12288, 1, 16, 2, 8),
+            (262144, 1, 16, 4, 8),
+            (2048, 2, 16, 2, 2),
+            (6144, 8, 16, 2, 2),
+            (1536, 4, 64, 2, 2),
+            (12288, 8, 16, 4, 2),
+            (32768, 8, 16, 4, 2),
+            (32769, 8, 16, 4, 8),
+            (262144, 8, 16, 4, 8),
+            (6144, 9, 16, 4, 8),
+        ] {
+            let p = qplan(n, m, lanes);
+            assert_eq!(
+                (p.rows, p.mt),
+                (rows, mt),
+                "N = {n}, M = {m}, {lanes} lanes"
+            );
+        }
+    }
 
     /// Decode and up to 16 sequences run the GEMV kernel; more rows (prefill, many sequences)
     /// the tiled one, its trees split over workgroups where the tiles alone are too few.
