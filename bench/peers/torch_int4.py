@@ -12,7 +12,8 @@ after a 0.3 s warm-up; median (`time_us`); `span_us`: `iters` calls replayed fro
 graph, events at the two ends, over `iters` (what onepath's one-pass figure is compared with);
 and `loop_us`: `iters` plain launches back to back, events at the two ends only. GB/s = bytes of packed weights + scales/zeros / time.
 Prints one JSON object (progress lines on stderr).
-Run: python3 bench/peers/torch_int4.py [M,M,...]   (rows of x; default 1,512)
+Run: python3 bench/peers/torch_int4.py [M,M,...] [NxK,NxK,...]   (rows of x, default 1,512;
+shapes, default the three above)
 """
 import json
 import sys
@@ -100,8 +101,11 @@ def main():
                           "error": f"this torch has no torch.ops.aten.{', '.join(missing)}"}))
         return 1
     ms = [int(v) for v in sys.argv[1].split(",")] if len(sys.argv) > 1 else MS
+    shapes = SHAPES
+    if len(sys.argv) > 2:
+        shapes = [tuple(int(d) for d in s.lower().split("x")) for s in sys.argv[2].split(",")]
     rows = []
-    for n, k in SHAPES:
+    for n, k in shapes:
         for m in ms:
             try:
                 rows.append(case(n, k, m))
