@@ -177,3 +177,76 @@ fn bad_input_is_named() {
     );
     std::fs::remove_dir_all(trunc.parent().unwrap()).unwrap();
 }
+
+/// A tiny random Gemma 4 made, quantized and saved by mlx-lm's own functions
+/// (`tests/fixtures/mlx/make_gemma4_ckpt.py`): every linear loads and passes its checks, with
+/// the shapes its config implies and in the format mlx-lm stored it (4-bit group 64 unless the
+/// input size is not a multiple of 64; KV-shared layers have no K/V projections).
+#[test]
+fn loads_an_mlx_lm_gemma4_conversion() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/mlx/tiny_gemma4_q4");
+    let Some((code, v)) = load_json(&[dir.to_str().unwrap()]) else {
+        return;
+    };
+    assert_eq!(code, 0, "{v}");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let t = &config["text_config"];
+    let u = |key: &str| t[key].as_u64().unwrap_or_else(|| panic!("{key}")) as usize;
+    let (hidden, layers, shared) = (
+        u("hidden_size"),
+        u("num_hidden_layers"),
+        u("num_kv_shared_layers"),
+    );
+    let (heads, kv_heads, ple) = (
+        u("num_attention_heads"),
+        u("num_key_value_heads"),
+        u("hidden_size_per_layer_input"),
+    );
+    let (vocab, inter) = (u("vocab_size"), u("intermediate_size"));
+    let full: Vec<bool> = t["layer_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s == "full_attention")
+        .collect();
+    let q4 = |k: usize| {
+        if k % 64 == 0 { "q4 g64 BF16" } else { "BF16" }
+    };
+    let mut want: Vec<(String, [usize; 2])> = vec![
+        ("embed_tokens".into(), [vocab, hidden]),
+        ("embed_tokens_per_layer".into(), [vocab, layers * ple]),
+        ("per_layer_model_projection".into(), [layers * ple, hidden]),
+    ];
+    for l in 0..layers {
+        let hd = u(if full[l] {
+            "global_head_dim"
+        } else {
+            "head_dim"
+        });
+        let mlp = if l >= layers - shared && t["use_double_wide_mlp"] == true {
+            2 * inter
+        } else {
+            inter
+        };
+        let p = |s: &str| format!("layers.{l}.{s}");
+        want.push((p("self_attn.q_proj"), [heads * hd, hidden]));
+        want.push((p("self_attn.o_proj"), [hidden, heads * hd]));
+        if l < layers - shared {
+            want.push((p("self_attn.k_proj"), [kv_heads * hd, hidden]));
+            want.push((p("self_attn.v_proj"), [kv_heads * hd, hidden]));
+        }
+        want.push((p("mlp.gate_proj"), [mlp, hidden]));
+        want.push((p("mlp.up_proj"), [mlp, hidden]));
+        want.push((p("mlp.down_proj"), [hidden, mlp]));
+        want.push((p("per_layer_input_gate"), [ple, hidden]));
+        want.push((p("per_layer_projection"), [hidden, ple]));
+    }
+    assert_eq!(v["linears"].as_array().unwrap().len(), want.len());
+    for (path, shape) in want {
+        let l = linear(&v, &format!("language_model.model.{path}"));
+        assert_eq!(l["shape"], serde_json::json!(shape), "{path}");
+        assert_eq!(l["stored"], q4(shape[1]), "{path}");
+        assert_eq!(l["ok"], true, "{path}");
+    }
+}
