@@ -16,12 +16,11 @@
 
 use crate::util::{SPANS, adapter_json};
 use onepath_gpu::{Gpu, read_buffer_as, wgpu};
-use onepath_ops::qmm::{QKernel, QMatmul, QWeights};
+use onepath_ops::qmm::{DenseMatmul, DenseWeights, PreparedMatmul, QKernel, QMatmul, QWeights};
 use onepath_weights::{DType, QuantParams, QuantizedTensor};
 use serde_json::json;
 use std::borrow::Cow;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -39,12 +38,121 @@ pub enum KernelArg {
     Tiled,
 }
 
+/// `--weights`: the weight format, and so the kernel family, the bench times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeightsArg {
+    /// MLX affine 4-bit, group 64, bf16 scales and biases (the quantized kernels).
+    Q4,
+    /// Unquantized bf16 (the dense kernel, as for a Hugging Face checkpoint loaded as is).
+    Bf16,
+    /// Unquantized f16 (the dense kernel).
+    F16,
+}
+
 /// What `onepath bench qmatmul` runs.
 pub struct QmmGrid {
     pub iters: u32,
     pub ms: Vec<usize>,
     pub shapes: Vec<String>,
     pub kernel: KernelArg,
+    pub weights: WeightsArg,
+}
+
+/// A matrix the bench times: quantized, or dense bytes of `dtype`.
+enum Src {
+    Q(QuantizedTensor<'static>),
+    Dense {
+        bytes: Vec<u8>,
+        dtype: DType,
+        n: usize,
+        k: usize,
+    },
+}
+
+impl Src {
+    fn new(w: WeightsArg, n: usize, k: usize) -> R<Src> {
+        let dtype = match w {
+            WeightsArg::Q4 => return Ok(Src::Q(random_weights(n, k)?)),
+            WeightsArg::Bf16 => DType::BF16,
+            WeightsArg::F16 => DType::F16,
+        };
+        let bytes = random_bytes(4, n * k * 2)
+            .chunks_exact(2)
+            .flat_map(|c| {
+                let v = (f32::from(u16::from_le_bytes([c[0], c[1]])) / 65535.0 - 0.5) * 0.1;
+                if dtype == DType::BF16 {
+                    half::bf16::from_f32(v).to_bits().to_le_bytes()
+                } else {
+                    half::f16::from_f32(v).to_bits().to_le_bytes()
+                }
+            })
+            .collect();
+        Ok(Src::Dense { bytes, dtype, n, k })
+    }
+
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            Src::Q(q) => (q.rows(), q.cols()),
+            Src::Dense { n, k, .. } => (*n, *k),
+        }
+    }
+
+    /// Bytes one M = 1 call must read.
+    fn bytes(&self) -> usize {
+        match self {
+            Src::Q(q) => q.weight_bytes().len() + q.scales_bytes().len() + q.biases_bytes().len(),
+            Src::Dense { bytes, .. } => bytes.len(),
+        }
+    }
+
+    /// One copy on the GPU, its pipelines compiled.
+    fn upload(&self, gpu: &Gpu) -> R<Op> {
+        Ok(match self {
+            Src::Q(q) => Op::Q(pollster::block_on(QMatmul::new(
+                gpu,
+                QWeights::upload(gpu, q)?,
+            ))?),
+            Src::Dense { bytes, dtype, n, k } => {
+                let w = DenseWeights::upload(gpu, bytes, *dtype, *n, *k, None)?;
+                Op::Dense(pollster::block_on(DenseMatmul::new(gpu, w))?)
+            }
+        })
+    }
+}
+
+/// An uploaded matrix with its op.
+enum Op {
+    Q(QMatmul),
+    Dense(DenseMatmul),
+}
+
+impl Op {
+    /// The kernel a call of `m` rows runs under `--kernel`.
+    fn kernel(&self, m: usize, arg: KernelArg) -> QKernel {
+        match (self, arg) {
+            (Op::Dense(_), _) | (_, KernelArg::Gemv) => QKernel::Gemv,
+            (Op::Q(op), KernelArg::Auto) => op.kernel_for(m),
+            (Op::Q(op), KernelArg::Tiled) => QKernel::Tiled(onepath_ops::qmm::tiled_splits(
+                m,
+                op.weights.rows,
+                op.lanes(),
+            )),
+        }
+    }
+
+    fn prepare(
+        &self,
+        gpu: &Gpu,
+        m: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        kernel: QKernel,
+    ) -> R<PreparedMatmul> {
+        Ok(match self {
+            Op::Q(op) => op.prepare_with(gpu, m, x, y, kernel)?,
+            Op::Dense(op) => op.prepare(gpu, m, x, y)?,
+        })
+    }
 }
 
 /// Parses `"NxK"`.
@@ -108,6 +216,8 @@ struct Timing {
     independent_ns: Option<f64>,
     copies: usize,
     kernel: QKernel,
+    /// The dense kernel ran (`--weights bf16|f16`).
+    dense: bool,
     /// The first and last rows of the timed call equal the same rows computed alone.
     rows_equal_m1: bool,
 }
@@ -121,13 +231,20 @@ fn row_bits(gpu: &Gpu, y: &wgpu::Buffer, r: usize, n: usize) -> R<Vec<u32>> {
     Ok(pollster::block_on(read_buffer_as::<u32>(gpu, &dst))?)
 }
 
-/// Whether rows 0 and m - 1 of `y` (an m-row call on `xs`) equal those rows computed alone.
-fn rows_equal_m1(gpu: &Gpu, op: &QMatmul, xs: &[f32], y: &wgpu::Buffer, m: usize) -> R<bool> {
-    let (n, k) = (op.weights.rows, op.weights.cols);
+/// Whether rows 0 and m - 1 of `y` (an m-row call on `xs`) equal those rows computed alone
+/// (the decode kernel).
+fn rows_equal_m1(
+    gpu: &Gpu,
+    op: &Op,
+    (n, k): (usize, usize),
+    xs: &[f32],
+    y: &wgpu::Buffer,
+    m: usize,
+) -> R<bool> {
     let y1 = gpu.storage("y1", (n * 4) as u64)?;
     for r in [0, m - 1] {
         let x1 = gpu.storage_from("x1", bytemuck::cast_slice(&xs[r * k..(r + 1) * k]))?;
-        op.prepare_with(gpu, 1, &x1, &y1, QKernel::Gemv)?.run(gpu)?;
+        op.prepare(gpu, 1, &x1, &y1, QKernel::Gemv)?.run(gpu)?;
         if row_bits(gpu, y, r, n)? != pollster::block_on(read_buffer_as::<u32>(gpu, &y1))? {
             return Ok(false);
         }
@@ -136,8 +253,8 @@ fn rows_equal_m1(gpu: &Gpu, op: &QMatmul, xs: &[f32], y: &wgpu::Buffer, m: usize
 }
 
 /// Time of one `m`-row call (see `util::time_calls`), rotating among weight copies.
-fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32, kernel: KernelArg) -> R<Timing> {
-    let (n, k) = (q.rows(), q.cols());
+fn time_case(gpu: &Gpu, src: &Src, m: usize, iters: u32, kernel: KernelArg) -> R<Timing> {
+    let (n, k) = src.shape();
     let y_bytes = (m * n * 4) as u64;
     if y_bytes > gpu.max_binding() {
         return Err(format!(
@@ -146,28 +263,18 @@ fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32, kernel: Kerne
         )
         .into());
     }
-    let first = QWeights::upload(gpu, q)?;
-    let copies = (ROTATE_BYTES.div_ceil(first.bytes())).clamp(1, MAX_COPIES) as usize;
-    let mut weights: Vec<Arc<QWeights>> = vec![first];
-    for _ in 1..copies {
-        weights.push(QWeights::upload(gpu, q)?);
-    }
+    let copies = (ROTATE_BYTES.div_ceil(src.bytes() as u64)).clamp(1, MAX_COPIES) as usize;
+    let ops = (0..copies)
+        .map(|_| src.upload(gpu))
+        .collect::<R<Vec<Op>>>()?;
     let xs = crate::util::rms_rows(5, m * k, k);
     let x = gpu.storage_from("x", bytemuck::cast_slice(&xs))?;
     let y = gpu.storage("y", y_bytes)?;
-    let mut prepared = Vec::with_capacity(copies);
-    let mut ops = Vec::with_capacity(copies);
-    let mut chosen = QKernel::Gemv;
-    for w in weights {
-        let op = pollster::block_on(QMatmul::new(gpu, w))?;
-        chosen = match kernel {
-            KernelArg::Auto => op.kernel_for(m),
-            KernelArg::Gemv => QKernel::Gemv,
-            KernelArg::Tiled => QKernel::Tiled(onepath_ops::qmm::tiled_splits(m, n, op.lanes())),
-        };
-        prepared.push(op.prepare_with(gpu, m, &x, &y, chosen)?);
-        ops.push(op);
-    }
+    let chosen = ops[0].kernel(m, kernel);
+    let prepared = ops
+        .iter()
+        .map(|op| op.prepare(gpu, m, &x, &y, chosen))
+        .collect::<R<Vec<_>>>()?;
     let t = crate::util::time_calls(gpu, copies, 1, iters, |enc, i, timing| {
         prepared[i].encode(enc, timing)
     })?;
@@ -182,15 +289,16 @@ fn time_case(gpu: &Gpu, q: &QuantizedTensor, m: usize, iters: u32, kernel: Kerne
         let mut ind = Vec::with_capacity(calls);
         for (i, w) in (0..calls).zip(ops.iter().cycle()) {
             let yi = gpu.storage(&format!("y{i}"), y_bytes)?;
-            ind.push(w.prepare_with(gpu, m, &x, &yi, chosen)?);
+            ind.push(w.prepare(gpu, m, &x, &yi, chosen)?);
         }
         crate::util::time_one_pass(gpu, calls, iters, |pass, i| ind[i].dispatch(pass))?
     } else {
         None
     };
     // y now holds the last timed call's output (every copy holds the same weights).
-    let rows_equal_m1 = rows_equal_m1(gpu, &ops[0], &xs, &y, m)?;
+    let rows_equal_m1 = rows_equal_m1(gpu, &ops[0], (n, k), &xs, &y, m)?;
     Ok(Timing {
+        dense: matches!(ops[0], Op::Dense(_)),
         kernel: chosen,
         rows_equal_m1,
         one_pass_ns,
@@ -209,8 +317,13 @@ pub fn run(gpu: &Gpu, grid: &QmmGrid, as_json: bool) -> R<ExitCode> {
     let mut all_equal = true;
     if !as_json {
         println!("adapter: {}", gpu.describe());
+        let what = match grid.weights {
+            WeightsArg::Q4 => format!("{BITS}-bit group {GROUP}, bf16 scales/biases"),
+            WeightsArg::Bf16 => "dense bf16 W".into(),
+            WeightsArg::F16 => "dense f16 W".into(),
+        };
         println!(
-            "quantized matmul y = x W^T, {BITS}-bit group {GROUP}, bf16 scales/biases; time = GPU \
+            "matmul y = x W^T, {what}; time = GPU \
              timestamps (first to last of {iters} back-to-back calls after a 0.3 s warm-up, per call;\nmedian of {SPANS} such spans) where available, else wall clock\n"
         );
         println!(
@@ -231,7 +344,7 @@ pub fn run(gpu: &Gpu, grid: &QmmGrid, as_json: bool) -> R<ExitCode> {
     let mut rows = Vec::new();
     for s in &grid.shapes {
         let (n, k) = parse_shape(s)?;
-        let q = match random_weights(n, k) {
+        let q = match Src::new(grid.weights, n, k) {
             Ok(q) => q,
             Err(e) => {
                 rows.push(json!({"n": n, "k": k, "skipped": e.to_string()}));
@@ -241,13 +354,14 @@ pub fn run(gpu: &Gpu, grid: &QmmGrid, as_json: bool) -> R<ExitCode> {
                 continue;
             }
         };
-        let wbytes = (n * k / 2 + 2 * n * (k / GROUP) * 2) as f64;
+        let wbytes = q.bytes() as f64;
         for &m in &grid.ms {
             let shape = format!("{n}x{k}");
             match time_case(gpu, &q, m, iters, grid.kernel) {
                 Ok(t) => {
                     all_equal &= t.rows_equal_m1;
                     let kname = match t.kernel {
+                        _ if t.dense => "dense".to_string(),
                         QKernel::Gemv => "gemv".to_string(),
                         QKernel::Tiled(1) => "tiled".to_string(),
                         QKernel::Tiled(s) => format!("tiled/{s}"),
@@ -288,8 +402,14 @@ pub fn run(gpu: &Gpu, grid: &QmmGrid, as_json: bool) -> R<ExitCode> {
         }
     }
     if as_json {
-        let out = json!({"adapter": adapter_json(gpu), "bench": "qmatmul", "bits": BITS,
-            "group_size": GROUP, "scale_dtype": "bf16", "iters": iters,
+        let format = match grid.weights {
+            WeightsArg::Q4 => json!({"bits": BITS, "group_size": GROUP, "scale_dtype": "bf16"}),
+            WeightsArg::Bf16 => json!({"dense": "bf16"}),
+            WeightsArg::F16 => json!({"dense": "f16"}),
+        };
+        let out = json!({"adapter": adapter_json(gpu), "bench": "qmatmul", "weights": format,
+            "bits": (grid.weights == WeightsArg::Q4).then_some(BITS),
+            "group_size": (grid.weights == WeightsArg::Q4).then_some(GROUP), "scale_dtype": "bf16", "iters": iters,
             "all_rows_equal_m1": all_equal, "results": rows});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

@@ -100,6 +100,9 @@ enum BenchWhat {
         /// every call (same bits; to compare their speed).
         #[arg(long, value_enum, default_value_t = bench_qmm::KernelArg::Auto)]
         kernel: bench_qmm::KernelArg,
+        /// Weight format: MLX 4-bit (q4), or unquantized bf16 / f16 (the dense kernel).
+        #[arg(long, value_enum, default_value_t = bench_qmm::WeightsArg::Q4)]
+        weights: bench_qmm::WeightsArg,
     },
     /// Decode attention: batch 1, 8, 32; 8 query heads on 1 KV head; head_dim 256 and 512;
     /// 4096 and 32768 keys; f16 K/V.
@@ -182,6 +185,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     m,
                     shapes,
                     kernel,
+                    weights,
                 },
         } => bench_qmm::run(
             &gpu,
@@ -190,6 +194,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 ms: m,
                 shapes,
                 kernel,
+                weights,
             },
             cli.json,
         ),
