@@ -1,6 +1,7 @@
 """Timing shared by the peer scripts: `span_us`, the CUDA-graph replay that matches onepath's
-one-pass figure."""
+one-pass figure, and `time_calls`, the three figures the matmul peers report."""
 import sys
+import time
 
 import torch
 
@@ -31,3 +32,38 @@ def span_us(calls, iters):
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) * 1e3 / iters, how
+
+
+def time_calls(call, copies, iters=20):
+    """The matmul peers' three figures for `call(i)` (call i of a rotation over `copies` weight
+    sets), after a 0.3 s warm-up of back-to-back calls: the median of CUDA events around each of
+    `iters` calls (launch gaps included), `span_us` (a CUDA graph of `iters` calls), and `iters`
+    plain launches with events at the two ends only (bound by the host's launch rate for small
+    calls). Returns (time_us, span_us, span_how, loop_us)."""
+    t0 = time.time()
+    while time.time() - t0 < 0.3:
+        for i in range(copies):
+            call(i)
+        torch.cuda.synchronize()
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+          for _ in range(iters)]
+    for it in range(iters):
+        ev[it][0].record()
+        call(it % copies)
+        ev[it][1].record()
+    torch.cuda.synchronize()
+    times = sorted(s.elapsed_time(e) * 1e3 for s, e in ev)
+    us = times[len(times) // 2]
+
+    def calls():
+        for it in range(iters):
+            call(it % copies)
+
+    span, how = span_us(calls, iters)
+    calls()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    calls()
+    end.record()
+    torch.cuda.synchronize()
+    return us, span, how, start.elapsed_time(end) * 1e3 / iters

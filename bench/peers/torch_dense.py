@@ -11,12 +11,11 @@ Run: python3 bench/peers/torch_dense.py [bf16|f16] [M,M,...] [NxK,NxK,...]
 """
 import json
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
-from timing import span_us  # bench/peers/timing.py, beside this script
+from timing import time_calls  # bench/peers/timing.py, beside this script
 
 SHAPES = [(6144, 1536), (1536, 6144), (262144, 1536)]
 MS = [1, 512]
@@ -27,33 +26,7 @@ def case(n, k, m, dtype, iters=20):
     copies = max(1, min(64, -(-(256 << 20) // wbytes)))
     sets = [(torch.rand(n, k, device="cuda") * 0.1 - 0.05).to(dtype) for _ in range(copies)]
     x = torch.randn(m, k, device="cuda", dtype=dtype)
-    t0 = time.time()
-    while time.time() - t0 < 0.3:
-        for w in sets:
-            F.linear(x, w)
-        torch.cuda.synchronize()
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-          for _ in range(iters)]
-    for it in range(iters):
-        ev[it][0].record()
-        F.linear(x, sets[it % copies])
-        ev[it][1].record()
-    torch.cuda.synchronize()
-    times = sorted(s.elapsed_time(e) * 1e3 for s, e in ev)
-    us = times[len(times) // 2]
-
-    def calls():
-        for it in range(iters):
-            F.linear(x, sets[it % copies])
-
-    span, how = span_us(calls, iters)
-    calls()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    calls()
-    end.record()
-    torch.cuda.synchronize()
-    loop = start.elapsed_time(end) * 1e3 / iters
+    us, span, how, loop = time_calls(lambda i: F.linear(x, sets[i]), copies, iters)
     return {"n": n, "k": k, "m": m, "time_us": us, "weight_bytes": wbytes, "copies": copies,
             "effective_gb_s": wbytes / (us * 1e3), "tflop_s": 2 * m * n * k / (us * 1e6),
             "span_us": span, "span_how": how, "span_gb_s": wbytes / (span * 1e3),

@@ -17,11 +17,10 @@ shapes, default the three above)
 """
 import json
 import sys
-import time
 
 import torch
 
-from timing import span_us  # bench/peers/timing.py, beside this script
+from timing import time_calls  # bench/peers/timing.py, beside this script
 
 GROUP = 64
 SHAPES = [(6144, 1536), (1536, 6144), (262144, 1536)]
@@ -53,37 +52,7 @@ def case(n, k, m, iters=20):
         sets.append((w, sz.contiguous()))
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     mm = torch.ops.aten._weight_int4pack_mm
-    t0 = time.time()
-    while time.time() - t0 < 0.3:
-        for w, sz in sets:
-            mm(x, w, GROUP, sz)
-        torch.cuda.synchronize()
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-          for _ in range(iters)]
-    for it in range(iters):
-        w, sz = sets[it % copies]
-        ev[it][0].record()
-        mm(x, w, GROUP, sz)
-        ev[it][1].record()
-    torch.cuda.synchronize()
-    times = sorted(s.elapsed_time(e) * 1e3 for s, e in ev)
-    us = times[len(times) // 2]
-
-    def calls():
-        for it in range(iters):
-            w, sz = sets[it % copies]
-            mm(x, w, GROUP, sz)
-
-    span, how = span_us(calls, iters)
-    # Plain launches back to back, events at the two ends only (no per-call events, no graph):
-    # bound by the host's launch rate for small calls.
-    calls()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    calls()
-    end.record()
-    torch.cuda.synchronize()
-    loop = start.elapsed_time(end) * 1e3 / iters
+    us, span, how, loop = time_calls(lambda i: mm(x, sets[i][0], GROUP, sets[i][1]), copies, iters)
     return {"n": n, "k": k, "m": m, "time_us": us, "weight_bytes": wbytes, "copies": copies,
             "effective_gb_s": wbytes / (us * 1e3), "tflop_s": 2 * m * n * k / (us * 1e6),
             "span_us": span, "span_how": how, "span_gb_s": wbytes / (span * 1e3),
