@@ -34,6 +34,9 @@ pub struct LoadArgs {
     pub group_size: usize,
     /// Only linears whose path starts with this.
     pub prefix: Option<String>,
+    /// Plan storage bindings of at most this many bytes (e.g. 128 MiB, as browsers give),
+    /// splitting larger matrices by rows; the device's own limit if smaller.
+    pub max_binding: Option<u64>,
 }
 
 /// Rows of x of each check call.
@@ -154,9 +157,14 @@ fn rows_equal(y: &[f32], alone: &[Vec<f32>; 2], n: usize) -> bool {
     bits(&y[..n]) == bits(&alone[0]) && bits(&y[(ROWS - 1) * n..]) == bits(&alone[1])
 }
 
-fn check_quant(gpu: &Gpu, q: &QuantizedTensor, seed: u64) -> R<(Check, u64, usize)> {
+fn check_quant(
+    gpu: &Gpu,
+    q: &QuantizedTensor,
+    seed: u64,
+    max_binding: Option<u64>,
+) -> R<(Check, u64, usize)> {
     let (n, k) = (q.rows(), q.cols());
-    let w = QWeights::upload(gpu, q)?;
+    let w = QWeights::upload_with(gpu, q, max_binding)?;
     let (bytes, bindings) = (w.bytes(), w.splits.len());
     let op = pollster::block_on(QMatmul::new(gpu, w))?;
     let x = rms_rows(seed, ROWS * k, k);
@@ -195,9 +203,14 @@ fn check_quant(gpu: &Gpu, q: &QuantizedTensor, seed: u64) -> R<(Check, u64, usiz
     Ok((check, bytes, bindings))
 }
 
-fn check_dense(gpu: &Gpu, w: &TensorView, seed: u64) -> R<(Check, u64, usize)> {
+fn check_dense(
+    gpu: &Gpu,
+    w: &TensorView,
+    seed: u64,
+    max_binding: Option<u64>,
+) -> R<(Check, u64, usize)> {
     let (n, k) = w.dims2()?;
-    let dw = DenseWeights::upload(gpu, w.data(), w.dtype(), n, k, None)?;
+    let dw = DenseWeights::upload(gpu, w.data(), w.dtype(), n, k, max_binding)?;
     let (bytes, bindings) = (dw.bytes(), dw.splits.len());
     let op = pollster::block_on(DenseMatmul::new(gpu, dw))?;
     let x = rms_rows(seed, ROWS * k, k);
@@ -239,7 +252,7 @@ fn load_one(gpu: &Gpu, ckpt: &Checkpoint, path: &str, args: &LoadArgs, seed: u64
                 report.shape = [q.rows(), q.cols()];
                 report.stored = quant_name(q.bits(), q.group_size(), q.scale_dtype());
                 report.on_gpu = report.stored.clone();
-                check_quant(gpu, &q, seed)
+                check_quant(gpu, &q, seed, args.max_binding)
             }
             Linear::Dense(w) => {
                 let (n, k) = w.dims2()?;
@@ -255,11 +268,11 @@ fn load_one(gpu: &Gpu, ckpt: &Checkpoint, path: &str, args: &LoadArgs, seed: u64
                             "{} (at load)",
                             quant_name(bits, args.group_size, q.scale_dtype())
                         );
-                        check_quant(gpu, &q, seed)
+                        check_quant(gpu, &q, seed, args.max_binding)
                     }
                     _ => {
                         report.on_gpu = report.stored.clone();
-                        check_dense(gpu, &w, seed)
+                        check_dense(gpu, &w, seed, args.max_binding)
                     }
                 }
             }

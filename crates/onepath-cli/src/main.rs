@@ -62,6 +62,10 @@ enum Command {
         /// Only the linears whose path starts with this (e.g. model.language_model).
         #[arg(long)]
         prefix: Option<String>,
+        /// Plan storage bindings of at most this many bytes, splitting larger matrices by rows,
+        /// as a browser would need (WebGPU's default is 134217728, 128 MiB).
+        #[arg(long)]
+        max_binding: Option<u64>,
     },
 }
 
@@ -162,6 +166,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             quantize,
             group_size,
             prefix,
+            max_binding,
         } => load::run(
             &gpu,
             &load::LoadArgs {
@@ -169,6 +174,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 quantize,
                 group_size,
                 prefix,
+                max_binding,
             },
             cli.json,
         ),

@@ -250,3 +250,42 @@ fn loads_an_mlx_lm_gemma4_conversion() {
         assert_eq!(l["ok"], true, "{path}");
     }
 }
+
+/// `--max-binding` plans bindings as a browser must (WebGPU gives 128 MiB; here 4 KiB, so the
+/// fixture's tables split): each table spans several bindings and still passes every check; a
+/// limit below one row is a named error for that linear.
+#[test]
+fn splits_tables_over_small_bindings() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/mlx/tiny_gemma4_q4");
+    let prefix = "language_model.model.embed";
+    let Some((code, v)) = load_json(&[
+        dir.to_str().unwrap(),
+        "--prefix",
+        prefix,
+        "--max-binding",
+        "4096",
+    ]) else {
+        return;
+    };
+    assert_eq!(code, 0, "{v}");
+    for path in ["embed_tokens", "embed_tokens_per_layer"] {
+        let l = linear(&v, &format!("language_model.model.{path}"));
+        assert!(l["bindings"].as_u64().unwrap() > 1, "{l}");
+        assert_eq!(l["ok"], true, "{l}");
+    }
+    let Some((code, v)) = load_json(&[
+        dir.to_str().unwrap(),
+        "--prefix",
+        prefix,
+        "--max-binding",
+        "100",
+    ]) else {
+        return;
+    };
+    assert_eq!(code, 1, "{v}");
+    let l = linear(&v, "language_model.model.embed_tokens_per_layer");
+    assert!(
+        l["error"].as_str().unwrap().contains("binding limit"),
+        "{l}"
+    );
+}
