@@ -43,8 +43,9 @@ pub struct LoadArgs {
 const ROWS: usize = 3;
 /// f32 unit roundoff.
 const U: f64 = 1.0 / (1u64 << 24) as f64;
-/// Weights per block of the CPU reference (bounds its memory on large tables: 64 MiB).
-const REF_BLOCK: usize = 4 << 20;
+/// Weights per block of the CPU reference (bounds its memory on large tables: 16 MiB a
+/// thread).
+const REF_BLOCK: usize = 1 << 20;
 
 /// One linear's outcome.
 struct Report {
@@ -104,32 +105,65 @@ fn float_rows(w: &TensorView, k: usize, r0: usize, rows: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Reference outputs and magnitudes (`[ROWS, n]`, f64) from a source of W rows: `block(r0,
-/// rows)` gives, per (row, input), the weight and the magnitude weight the kernel
-/// accumulates at, both as f64.
+/// A block of W for the reference: per (row, input), the weight and the magnitude weight the
+/// kernel accumulates at, both as f64.
+type RefBlock = Result<(Vec<f64>, Vec<f64>), String>;
+
+/// Reference outputs and magnitudes (`[ROWS, n]`, f64) from a source of W rows (`block(r0,
+/// rows)`), in blocks of about REF_BLOCK weights spread over the CPU's threads.
 fn reference(
     x: &[f32],
     n: usize,
     k: usize,
-    block: impl Fn(usize, usize) -> R<(Vec<f64>, Vec<f64>)>,
+    block: impl Fn(usize, usize) -> RefBlock + Sync,
 ) -> R<(Vec<f64>, Vec<f64>)> {
-    let (mut want, mut mass) = (vec![0.0; ROWS * n], vec![0.0; ROWS * n]);
     let per = (REF_BLOCK / k).max(1);
-    for r0 in (0..n).step_by(per) {
-        let rows = per.min(n - r0);
-        let (w, wa) = block(r0, rows)?;
-        for r in 0..ROWS {
-            let xr = &x[r * k..(r + 1) * k];
-            for c in 0..rows {
-                let (wr, war) = (&w[c * k..(c + 1) * k], &wa[c * k..(c + 1) * k]);
-                let (mut s, mut a) = (0.0, 0.0);
-                for t in 0..k {
-                    let xv = f64::from(xr[t]);
-                    s += xv * wr[t];
-                    a += xv.abs() * war[t];
+    let starts: Vec<usize> = (0..n).step_by(per).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(starts.len());
+    // One thread's blocks: (first row, outputs and magnitudes, [ROWS, rows] row-major).
+    let one = |t: usize| -> Result<Vec<(usize, Vec<f64>, Vec<f64>)>, String> {
+        let mut out = Vec::new();
+        for &r0 in starts.iter().skip(t).step_by(threads) {
+            let rows = per.min(n - r0);
+            let (w, wa) = block(r0, rows)?;
+            let (mut s_out, mut a_out) = (vec![0.0; ROWS * rows], vec![0.0; ROWS * rows]);
+            for r in 0..ROWS {
+                let xr = &x[r * k..(r + 1) * k];
+                for c in 0..rows {
+                    let (wr, war) = (&w[c * k..(c + 1) * k], &wa[c * k..(c + 1) * k]);
+                    let (mut s, mut a) = (0.0, 0.0);
+                    for i in 0..k {
+                        let xv = f64::from(xr[i]);
+                        s += xv * wr[i];
+                        a += xv.abs() * war[i];
+                    }
+                    s_out[r * rows + c] = s;
+                    a_out[r * rows + c] = a;
                 }
-                want[r * n + r0 + c] = s;
-                mass[r * n + r0 + c] = a;
+            }
+            out.push((r0, s_out, a_out));
+        }
+        Ok(out)
+    };
+    let parts = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads).map(|t| sc.spawn(move || one(t))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a reference thread panicked".into()))
+            })
+            .collect::<Vec<_>>()
+    });
+    let (mut want, mut mass) = (vec![0.0; ROWS * n], vec![0.0; ROWS * n]);
+    for part in parts {
+        for (r0, s, a) in part? {
+            let rows = s.len() / ROWS;
+            for r in 0..ROWS {
+                want[r * n + r0..][..rows].copy_from_slice(&s[r * rows..][..rows]);
+                mass[r * n + r0..][..rows].copy_from_slice(&a[r * rows..][..rows]);
             }
         }
     }
@@ -174,7 +208,7 @@ fn check_quant(
     let (s, b) = (q.scales_f32(), q.biases_f32());
     let g = q.group_size();
     let (want, mass) = reference(&x, n, k, |r0, rows| {
-        let codes = q.unpack_rows(r0..r0 + rows)?;
+        let codes = q.unpack_rows(r0..r0 + rows).map_err(|e| e.to_string())?;
         let mut w = Vec::with_capacity(rows * k);
         let mut wa = Vec::with_capacity(rows * k);
         for c in r0..r0 + rows {
