@@ -109,6 +109,10 @@ fn float_rows(w: &TensorView, k: usize, r0: usize, rows: usize) -> Vec<f32> {
 /// kernel accumulates at, both as f64.
 type RefBlock = Result<(Vec<f64>, Vec<f64>), String>;
 
+/// One thread's share of the reference: per block, its first row and its outputs and
+/// magnitudes (`[ROWS, rows]`, row-major).
+type RefPart = Result<Vec<(usize, Vec<f64>, Vec<f64>)>, String>;
+
 /// Reference outputs and magnitudes (`[ROWS, n]`, f64) from a source of W rows (`block(r0,
 /// rows)`), in blocks of about REF_BLOCK weights spread over the CPU's threads.
 fn reference(
@@ -122,8 +126,7 @@ fn reference(
     let threads = std::thread::available_parallelism()
         .map_or(1, |t| t.get())
         .min(starts.len());
-    // One thread's blocks: (first row, outputs and magnitudes, [ROWS, rows] row-major).
-    let one = |t: usize| -> Result<Vec<(usize, Vec<f64>, Vec<f64>)>, String> {
+    let one = |t: usize| -> RefPart {
         let mut out = Vec::new();
         for &r0 in starts.iter().skip(t).step_by(threads) {
             let rows = per.min(n - r0);

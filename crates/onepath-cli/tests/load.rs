@@ -211,15 +211,19 @@ fn loads_an_mlx_lm_gemma4_conversion() {
         .map(|s| s == "full_attention")
         .collect();
     let q4 = |k: usize| {
-        if k % 64 == 0 { "q4 g64 BF16" } else { "BF16" }
+        if k.is_multiple_of(64) {
+            "q4 g64 BF16"
+        } else {
+            "BF16"
+        }
     };
     let mut want: Vec<(String, [usize; 2])> = vec![
         ("embed_tokens".into(), [vocab, hidden]),
         ("embed_tokens_per_layer".into(), [vocab, layers * ple]),
         ("per_layer_model_projection".into(), [layers * ple, hidden]),
     ];
-    for l in 0..layers {
-        let hd = u(if full[l] {
+    for (l, &is_full) in full.iter().enumerate() {
+        let hd = u(if is_full {
             "global_head_dim"
         } else {
             "head_dim"
