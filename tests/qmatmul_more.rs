@@ -18,6 +18,57 @@ fn gather(gpu: &onepath::gpu::Gpu, w: std::sync::Arc<QWeights>, r: GatherRoundin
     pollster::block_on(EmbedGather::new(gpu, w, r)).expect("gather pipeline")
 }
 
+/// The dense GEMV kernel (1 to 8 rows of x) and the dense kernel for more rows give the same
+/// bits, on shapes that take every GEMV plan (1, 2 and 4 rows of W per invocation; 1 and 2 rows
+/// of x per workgroup; 2 to 32 lanes; a partial last workgroup), for M = 1, 2, 3 and 8; and a
+/// 9-row call (the other kernel) equals its rows computed alone by the GEMV kernel.
+#[test]
+fn dense_kernels_agree_bit_for_bit() {
+    use onepath::ops::qmm::dplan;
+    let Some(gpu) = common::gpu() else { return };
+    let mut plans = std::collections::BTreeSet::new();
+    for (i, &(n, k, dt)) in [
+        (37, 200, DType::F16),
+        (64, 1536, DType::BF16),
+        (9, 72, DType::F32),
+        (20001, 512, DType::BF16),
+        (140_003, 256, DType::F16),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let w = common::randn(&mut common::rng(500 + i as u64), n * k);
+        let (op, _) = dense(gpu, &w, n, k, dt, None);
+        let x = common::randn(&mut common::rng(600 + i as u64), 9 * k);
+        let lanes = lanes_dense(k / 8);
+        for m in [1, 2, 3, 8] {
+            plans.insert((dplan(n, m, lanes).rows, dplan(n, m, lanes).mt));
+            let g = pollster::block_on(op.run_host_with(gpu, &x[..m * k], m, true)).unwrap();
+            let o = pollster::block_on(op.run_host_with(gpu, &x[..m * k], m, false)).unwrap();
+            assert_eq!(
+                bits(&g),
+                bits(&o),
+                "N={n} K={k} {dt} M={m}: GEMV vs dense kernel"
+            );
+        }
+        let y9 = pollster::block_on(op.run_host(gpu, &x, 9)).unwrap();
+        for r in [0, 8] {
+            let one = pollster::block_on(op.run_host(gpu, &x[r * k..(r + 1) * k], 1)).unwrap();
+            assert_eq!(
+                bits(row(&y9, n, r)),
+                bits(&one),
+                "N={n} {dt}: row {r} of 9 vs alone"
+            );
+        }
+    }
+    for want in [(1, 1), (2, 1), (4, 1), (1, 2), (2, 2), (4, 2)] {
+        assert!(
+            plans.contains(&want),
+            "no shape took the GEMV plan {want:?}: {plans:?}"
+        );
+    }
+}
+
 /// Dense W in f16/bf16/f32 against the f64 oracle (budget: `depth * u * sum |x w|` with
 /// depth = 2 * units per lane + 2 + log2 lanes) and M = 5 rows vs M = 1 bit for bit.
 #[test]

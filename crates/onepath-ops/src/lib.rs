@@ -46,6 +46,11 @@ pub mod kernels {
         source: include_str!("../../../wgsl/matmul_dense.wgsl"),
         entry: "main",
     };
+    pub const MATMUL_DENSE_GEMV: Kernel = Kernel {
+        name: "matmul_dense_gemv",
+        source: include_str!("../../../wgsl/matmul_dense_gemv.wgsl"),
+        entry: "main",
+    };
     pub const EMBED_GATHER: Kernel = Kernel {
         name: "embed_gather",
         source: include_str!("../../../wgsl/embed_gather.wgsl"),
@@ -72,6 +77,7 @@ pub mod kernels {
         QMATMUL_TILED,
         QMATMUL_COMBINE,
         MATMUL_DENSE,
+        MATMUL_DENSE_GEMV,
         EMBED_GATHER,
         READ_BANDWIDTH,
         DISPATCH_PROBE,

@@ -622,27 +622,66 @@ impl QMatmul {
     }
 }
 
-/// `y = x W^T` with W dense (f32, f16 or bf16).
+/// Workgroup shape of the dense GEMV kernel (`wgsl/matmul_dense_gemv.wgsl`) for an `m`-row
+/// call (1 to [`MT`]) of an `n`-row matrix with `lanes` lanes per output: 4 slots (`wg` = 4 x
+/// `lanes`, at least 64); rows of W per invocation 1, 2 or 4 as the quantized decode plan takes
+/// them (by invocations at 1 row: up to 2^17, 2^20, beyond); 1 row of x per workgroup for
+/// M = 1, else 2 (`xrows` = `mt`), the rest of the rows spread over more workgroups. None of it
+/// reaches the arithmetic.
+pub fn dplan(n: usize, m: usize, lanes: u32) -> QPlan {
+    let threads = n * lanes as usize;
+    let rows = match threads {
+        t if t > 1 << 20 => 4,
+        t if t > 1 << 17 => 2,
+        _ => 1,
+    };
+    let mt = if m == 1 { 1 } else { 2 };
+    QPlan {
+        wg: (4 * lanes).max(64),
+        rows,
+        xrows: mt,
+        mt,
+    }
+}
+
+/// `y = x W^T` with W dense (f32, f16 or bf16): a GEMV kernel for 1 to [`MT`] rows of x
+/// (`wgsl/matmul_dense_gemv.wgsl`) and `wgsl/matmul_dense.wgsl` for more, both under the same
+/// numerical contract, so a row's bits do not depend on which one ran.
 pub struct DenseMatmul {
     pub weights: Arc<DenseWeights>,
     pipeline: Arc<wgpu::ComputePipeline>,
+    /// The GEMV kernel's pipelines for 1 row and for 2 to [`MT`], with their shapes.
+    gemv: [(Arc<wgpu::ComputePipeline>, QPlan); 2],
     lanes: u32,
 }
 
 impl DenseMatmul {
-    /// Compiles (or fetches) the pipeline for `weights` (see [`DenseWeights::upload`]).
+    /// Compiles (or fetches) the pipelines for `weights` (see [`DenseWeights::upload`]).
     pub async fn new(gpu: &Gpu, weights: Arc<DenseWeights>) -> Result<DenseMatmul, OpError> {
         let lanes = lanes_dense(weights.cols / 8);
         let dt = weights::dtype_code(weights.dtype);
-        let pipeline = gpu
-            .pipeline(
-                &kernels::MATMUL_DENSE,
-                &[("DT", dt), ("LANES", f64::from(lanes))],
-            )
-            .await?;
+        let contract = [("DT", dt), ("LANES", f64::from(lanes))];
+        let pipeline = gpu.pipeline(&kernels::MATMUL_DENSE, &contract).await?;
+        let build = async |m: usize| -> Result<_, OpError> {
+            let plan = dplan(weights.rows, m, lanes);
+            let shape = [
+                ("WG", f64::from(plan.wg)),
+                ("R", f64::from(plan.rows)),
+                ("MT", f64::from(plan.mt)),
+            ];
+            let p = gpu
+                .pipeline(
+                    &kernels::MATMUL_DENSE_GEMV,
+                    &[&contract[..], &shape].concat(),
+                )
+                .await?;
+            Ok((p, plan))
+        };
+        let gemv = [build(1).await?, build(2).await?];
         Ok(DenseMatmul {
             weights,
             pipeline,
+            gemv,
             lanes,
         })
     }
@@ -655,16 +694,42 @@ impl DenseMatmul {
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
     ) -> Result<PreparedMatmul, OpError> {
+        self.prepare_with(gpu, m, x, y, m <= MT)
+    }
+
+    /// [`prepare`](Self::prepare) with the kernel chosen by the caller: the GEMV kernel
+    /// (`gemv`, for at most [`MT`] rows) or the other (same bits; for tests and benchmarks).
+    pub fn prepare_with(
+        &self,
+        gpu: &Gpu,
+        m: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        gemv: bool,
+    ) -> Result<PreparedMatmul, OpError> {
         let (k, n) = (self.weights.cols, self.weights.rows);
         check_call(gpu, m, k, n, x, y)?;
+        if gemv && m > MT {
+            return Err(OpError::Param {
+                what: "rows of x of a dense GEMV call",
+                value: m.to_string(),
+                why: "the dense GEMV kernel takes at most 8 rows of x",
+            });
+        }
+        let (pipeline, tile) = if gemv {
+            let (p, plan) = &self.gemv[usize::from(m > 1)];
+            let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;
+            (p, (plan.mt as usize, rw))
+        } else {
+            (&self.pipeline, (MT, WG / self.lanes as usize))
+        };
         let mut steps = Vec::new();
         let mut keep = Vec::new();
         for s in &self.weights.splits {
-            let rw = WG / self.lanes as usize;
-            let (u, grid) = params(gpu, m, k, n, &s.rows, (MT, rw), 1);
+            let (u, grid) = params(gpu, m, k, n, &s.rows, tile, 1);
             steps.push(Step {
-                pipeline: self.pipeline.clone(),
-                bind: gpu.bind(&self.pipeline, &[&u, x, &s.w, y]),
+                pipeline: pipeline.clone(),
+                bind: gpu.bind(pipeline, &[&u, x, &s.w, y]),
                 grid,
             });
             keep.push(u);
@@ -677,6 +742,22 @@ impl DenseMatmul {
         let (k, n) = (self.weights.cols, self.weights.rows);
         run_batched(gpu, x, m, k, n, |rows, xb, yb| {
             self.prepare(gpu, rows, xb, yb)
+        })
+        .await
+    }
+
+    /// [`run_host`](Self::run_host) with the kernel chosen by the caller (see
+    /// [`prepare_with`](Self::prepare_with)).
+    pub async fn run_host_with(
+        &self,
+        gpu: &Gpu,
+        x: &[f32],
+        m: usize,
+        gemv: bool,
+    ) -> Result<Vec<f32>, OpError> {
+        let (k, n) = (self.weights.cols, self.weights.rows);
+        run_batched(gpu, x, m, k, n, |rows, xb, yb| {
+            self.prepare_with(gpu, rows, xb, yb, gemv)
         })
         .await
     }
