@@ -361,6 +361,7 @@ pub fn run(gpu: &Gpu, grid: &QmmGrid, as_json: bool) -> R<ExitCode> {
                 Ok(t) => {
                     all_equal &= t.rows_equal_m1;
                     let kname = match t.kernel {
+                        _ if t.dense && m <= onepath_ops::qmm::MT => "dgemv".to_string(),
                         _ if t.dense => "dense".to_string(),
                         QKernel::Gemv => "gemv".to_string(),
                         QKernel::Tiled(1) => "tiled".to_string(),
@@ -419,7 +420,7 @@ pub fn run(gpu: &Gpu, grid: &QmmGrid, as_json: bool) -> R<ExitCode> {
              in-pass: one call alone in its pass; 1-pass: calls in one pass, each waiting for the \
              one before; 1-pass ind.: calls in one pass writing different outputs (M <= 8).\n\
              kernel: gemv (K split over a workgroup's lanes) or tiled (/s: each output's fold \
-             tree split over s workgroups); =M1: rows 0 and M-1 of the \
+             tree split over s workgroups); dgemv / dense: the dense kernels; =M1: rows 0 and M-1 of the \
              timed call equal the same rows computed alone (M = 1), bit for bit."
         );
     }
