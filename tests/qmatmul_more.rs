@@ -20,7 +20,8 @@ fn gather(gpu: &onepath::gpu::Gpu, w: std::sync::Arc<QWeights>, r: GatherRoundin
 
 /// The dense GEMV kernel (1 to 8 rows of x) and the dense kernel for more rows give the same
 /// bits, on shapes that take every GEMV plan (1, 2 and 4 rows of W per invocation; 1 and 2 rows
-/// of x per workgroup; 2 to 32 lanes; a partial last workgroup), for M = 1, 2, 3 and 8; and a
+/// of x per workgroup, the latter also at M = 1 for a long K; 2 to 32 lanes; a partial last
+/// workgroup), for M = 1, 2, 3 and 8; and a
 /// 9-row call (the other kernel) equals its rows computed alone by the GEMV kernel.
 #[test]
 fn dense_kernels_agree_bit_for_bit() {
@@ -33,6 +34,7 @@ fn dense_kernels_agree_bit_for_bit() {
         (9, 72, DType::F32),
         (20001, 512, DType::BF16),
         (140_003, 256, DType::F16),
+        (40, 4096, DType::BF16), // 16 units a lane: 2 rows of x per workgroup even at M = 1
     ]
     .iter()
     .enumerate()
@@ -40,9 +42,8 @@ fn dense_kernels_agree_bit_for_bit() {
         let w = common::randn(&mut common::rng(500 + i as u64), n * k);
         let (op, _) = dense(gpu, &w, n, k, dt, None);
         let x = common::randn(&mut common::rng(600 + i as u64), 9 * k);
-        let lanes = lanes_dense(k / 8);
         for m in [1, 2, 3, 8] {
-            plans.insert((dplan(n, m, lanes).rows, dplan(n, m, lanes).mt));
+            plans.insert((dplan(n, k, m).rows, dplan(n, k, m).mt));
             let g = pollster::block_on(op.run_host_with(gpu, &x[..m * k], m, true)).unwrap();
             let o = pollster::block_on(op.run_host_with(gpu, &x[..m * k], m, false)).unwrap();
             assert_eq!(

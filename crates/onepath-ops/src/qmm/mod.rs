@@ -623,19 +623,28 @@ impl QMatmul {
 }
 
 /// Workgroup shape of the dense GEMV kernel (`wgsl/matmul_dense_gemv.wgsl`) for an `m`-row
-/// call (1 to [`MT`]) of an `n`-row matrix with `lanes` lanes per output: 4 slots (`wg` = 4 x
-/// `lanes`, at least 64); rows of W per invocation 1, 2 or 4 as the quantized decode plan takes
-/// them (by invocations at 1 row: up to 2^17, 2^20, beyond); 1 row of x per workgroup for
-/// M = 1, else 2 (`xrows` = `mt`), the rest of the rows spread over more workgroups. None of it
+/// call (1 to [`MT`]) of an `[n, k]` matrix: 4 slots (`wg` = 4 x lanes, at least 64); rows of
+/// W per invocation 1, 2 or 4 as the quantized decode plan takes them (by invocations at 1 row:
+/// up to 2^17, 2^20, beyond); 2 rows of x per workgroup (`xrows` = `mt`), the rest of the rows
+/// spread over more workgroups, except 1 for M = 1 when a lane has at most 8 units. None of it
 /// reaches the arithmetic.
-pub fn dplan(n: usize, m: usize, lanes: u32) -> QPlan {
+///
+/// (Measured on an H100, bf16, one pass, M = 1 at 1 / 2 rows of x per workgroup: 6144 x 1536
+/// 10.3 / 11.4 us, 12288 x 1536 16.3 / 19.3, 2048 x 1536 6.8 / 7.0 (6 to 8 units a lane);
+/// 1536 x 6144 16.5 / 14.1, 1536 x 12288 29.7 / 25.6 (24 and 48 units a lane).)
+pub fn dplan(n: usize, k: usize, m: usize) -> QPlan {
+    let lanes = lanes_dense(k / 8);
     let threads = n * lanes as usize;
     let rows = match threads {
         t if t > 1 << 20 => 4,
         t if t > 1 << 17 => 2,
         _ => 1,
     };
-    let mt = if m == 1 { 1 } else { 2 };
+    let mt = if m == 1 && k / 8 <= 8 * lanes as usize {
+        1
+    } else {
+        2
+    };
     QPlan {
         wg: (4 * lanes).max(64),
         rows,
@@ -663,7 +672,7 @@ impl DenseMatmul {
         let contract = [("DT", dt), ("LANES", f64::from(lanes))];
         let pipeline = gpu.pipeline(&kernels::MATMUL_DENSE, &contract).await?;
         let build = async |m: usize| -> Result<_, OpError> {
-            let plan = dplan(weights.rows, m, lanes);
+            let plan = dplan(weights.rows, weights.cols, m);
             let shape = [
                 ("WG", f64::from(plan.wg)),
                 ("R", f64::from(plan.rows)),
