@@ -194,11 +194,11 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         // LANES/2 .. P of the tree) in place; with P = 1 that is the whole tree.
         let pr = P * rpw;
         for (var f = t; f < pr; f += WG) {
-            let v = fold_sm(f, pr, Q);
+            let node = fold_sm(f, pr, Q);
             if (P == 1u) {
-                store_y(xr, rb + f, v);
+                store_y(xr, rb + f, node);
             } else {
-                sm[f] = v;
+                sm[f] = node;
             }
         }
         if (P > 1u) {
