@@ -79,18 +79,74 @@ pub fn quantize(
             format!("cols {cols} is not a multiple of group size {group_size}"),
         ));
     }
+    // Groups are independent, so rows are quantized in chunks, one per thread (none spawned
+    // where there is one thread, as on wasm), and the chunks' bytes concatenated in order.
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let (packed, scales, biases) = quantize_chunked(w, rows, cols, params, out_dtype, threads);
+    QuantizedTensor::new(
+        "quantized",
+        vec![rows, cols],
+        params,
+        out_dtype,
+        Cow::Owned(packed),
+        Cow::Owned(scales),
+        Cow::Owned(biases),
+    )
+}
+
+/// [`quantize`]'s bytes (packed codes, scales, biases) with the rows cut into `threads` chunks
+/// quantized side by side; the same bytes for every `threads`.
+fn quantize_chunked(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    params: QuantParams,
+    out_dtype: DType,
+    threads: usize,
+) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let per = rows.div_ceil(threads.max(1)).max(1);
+    let chunks: Vec<&[f32]> = w.chunks(per * cols).collect();
+    let parts: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = if chunks.len() <= 1 {
+        chunks
+            .iter()
+            .map(|c| quantize_rows(c, params, out_dtype))
+            .collect()
+    } else {
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .map(|c| sc.spawn(move || quantize_rows(c, params, out_dtype)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    };
+    let mut out = (Vec::new(), Vec::new(), Vec::new());
+    for (p, s, b) in parts {
+        out.0.extend(p);
+        out.1.extend(s);
+        out.2.extend(b);
+    }
+    out
+}
+
+/// Quantizes whole rows `w` (a multiple of the group size long): packed codes (rows are whole
+/// bytes since the group size is a multiple of 32), scales and biases in `out_dtype`.
+fn quantize_rows(w: &[f32], params: QuantParams, out_dtype: DType) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let (group_size, bits) = (params.group_size, params.bits);
     let n_bins = ((1u32 << bits) - 1) as f32;
-    let groups = cols / group_size;
-    let mut packed = vec![0u8; rows * cols / 8 * bits as usize];
-    let mut scales = Vec::with_capacity(rows * groups * out_dtype.size());
-    let mut biases = Vec::with_capacity(rows * groups * out_dtype.size());
+    let groups = w.len() / group_size;
+    let mut packed = vec![0u8; w.len() / 8 * bits as usize];
+    let mut scales = Vec::with_capacity(groups * out_dtype.size());
+    let mut biases = Vec::with_capacity(groups * out_dtype.size());
     let mut buf = vec![0f32; group_size];
     for (gi, chunk) in w.chunks_exact(group_size).enumerate() {
         for (d, &x) in buf.iter_mut().zip(chunk) {
             *d = out_dtype.round(x);
         }
         let (scale, bias) = group_scale_bias(&buf, n_bins);
-        // Global bit offset of this group: rows are whole bytes since cols % 32 == 0.
         let base = gi * group_size * bits as usize;
         for (k, &x) in buf.iter().enumerate() {
             let code = ((x - bias) / scale).round_ties_even().clamp(0.0, n_bins) as u32;
@@ -104,15 +160,7 @@ pub fn quantize(
         out_dtype.encode(scale, &mut scales);
         out_dtype.encode(bias, &mut biases);
     }
-    QuantizedTensor::new(
-        "quantized",
-        vec![rows, cols],
-        params,
-        out_dtype,
-        Cow::Owned(packed),
-        Cow::Owned(scales),
-        Cow::Owned(biases),
-    )
+    (packed, scales, biases)
 }
 
 /// MLX's per-group (scale, bias), in f32 before rounding to the model dtype.
@@ -162,4 +210,30 @@ pub fn quantize_view(view: &TensorView, params: QuantParams) -> Result<Quantized
         shape: shape.to_vec(),
         ..q
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunk boundaries never change a byte: 1 thread and 2, 3 and 7 (a last chunk shorter
+    /// than the others, and more threads than rows) give the same packed codes, scales and
+    /// biases, for 4 and 8 bits and each group size.
+    #[test]
+    fn chunked_quantization_is_the_same_bytes() {
+        let (rows, cols) = (5, 256);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i % 13) as f32))
+            .collect();
+        for bits in [4, 8] {
+            for group in [32, 64, 128] {
+                let params = QuantParams::new(group, bits, "test").unwrap();
+                let one = quantize_chunked(&w, rows, cols, params, DType::BF16, 1);
+                for threads in [2, 3, 7] {
+                    let many = quantize_chunked(&w, rows, cols, params, DType::BF16, threads);
+                    assert!(one == many, "{bits} bits, group {group}, {threads} threads");
+                }
+            }
+        }
+    }
 }
