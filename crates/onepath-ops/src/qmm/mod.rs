@@ -625,17 +625,21 @@ impl QMatmul {
 /// Workgroup shape of the dense GEMV kernel (`wgsl/matmul_dense_gemv.wgsl`) for an `m`-row
 /// call (1 to [`MT`]) of an `[n, k]` matrix: 4 slots (`wg` = 4 x lanes, at least 64); rows of
 /// W per invocation 1, 2 or 4 as the quantized decode plan takes them (by invocations at 1 row:
-/// up to 2^17, 2^20, beyond); 2 rows of x per workgroup (`xrows` = `mt`), the rest of the rows
-/// spread over more workgroups, except 1 for M = 1 when a lane has at most 8 units. None of it
-/// reaches the arithmetic.
+/// up to 2^17, 2^20, beyond), and 4 from 5 rows of x on; 2 rows of x per workgroup (`xrows` =
+/// `mt`), the rest of the rows spread over more workgroups, except 1 for M = 1 when a lane has
+/// at most 8 units. None of it reaches the arithmetic.
 ///
 /// (Measured on an H100, bf16, one pass, M = 1 at 1 / 2 rows of x per workgroup: 6144 x 1536
 /// 10.3 / 11.4 us, 12288 x 1536 16.3 / 19.3, 2048 x 1536 6.8 / 7.0 (6 to 8 units a lane);
-/// 1536 x 6144 16.5 / 14.1, 1536 x 12288 29.7 / 25.6 (24 and 48 units a lane).)
+/// 1536 x 6144 16.5 / 14.1, 1536 x 12288 29.7 / 25.6 (24 and 48 units a lane). Rows of W at
+/// M = 8, as above / 4: 1536 x 6144 33.1 / 21.3, 2048 x 1536 13.1 / 10.7, 6144 x 1536 26.0 /
+/// 24.8, the LM head 760 either way; at M = 4, 4 rows were slower (6144 x 1536 16.3 / 17.2,
+/// 1536 x 6144 16.4 / 17.1).)
 pub fn dplan(n: usize, k: usize, m: usize) -> QPlan {
     let lanes = lanes_dense(k / 8);
     let threads = n * lanes as usize;
     let rows = match threads {
+        _ if m > 4 => 4,
         t if t > 1 << 20 => 4,
         t if t > 1 << 17 => 2,
         _ => 1,
@@ -659,8 +663,8 @@ pub fn dplan(n: usize, k: usize, m: usize) -> QPlan {
 pub struct DenseMatmul {
     pub weights: Arc<DenseWeights>,
     pipeline: Arc<wgpu::ComputePipeline>,
-    /// The GEMV kernel's pipelines for 1 row and for 2 to [`MT`], with their shapes.
-    gemv: [(Arc<wgpu::ComputePipeline>, QPlan); 2],
+    /// The GEMV kernel's pipelines for 1 row, 2 to 4 and 5 to [`MT`], with their shapes.
+    gemv: [(Arc<wgpu::ComputePipeline>, QPlan); 3],
     lanes: u32,
 }
 
@@ -686,7 +690,7 @@ impl DenseMatmul {
                 .await?;
             Ok((p, plan))
         };
-        let gemv = [build(1).await?, build(2).await?];
+        let gemv = [build(1).await?, build(2).await?, build(MT).await?];
         Ok(DenseMatmul {
             weights,
             pipeline,
@@ -726,7 +730,7 @@ impl DenseMatmul {
             });
         }
         let (pipeline, tile) = if gemv {
-            let (p, plan) = &self.gemv[usize::from(m > 1)];
+            let (p, plan) = &self.gemv[usize::from(m > 1) + usize::from(m > 4)];
             let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;
             (p, (plan.mt as usize, rw))
         } else {
@@ -775,6 +779,23 @@ impl DenseMatmul {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Dense GEMV plans: rows of W by invocations up to 4 rows of x, 4 beyond; 1 row of x per
+    /// workgroup only at M = 1 with at most 8 units a lane.
+    #[test]
+    fn dense_workgroup_shapes() {
+        for (n, k, m, rows, mt) in [
+            (6144, 1536, 1, 2, 1),
+            (1536, 6144, 1, 1, 2),
+            (262144, 1536, 1, 4, 1),
+            (2048, 1536, 4, 1, 2),
+            (2048, 1536, 5, 4, 2),
+            (1536, 6144, 8, 4, 2),
+        ] {
+            let p = dplan(n, k, m);
+            assert_eq!((p.rows, p.mt), (rows, mt), "N = {n}, K = {k}, M = {m}");
+        }
+    }
 
     /// Decode plans by invocations; from 2 rows of x on, at least 2 rows of W, and 2 rows of x
     /// per workgroup for every matrix but LM-head-sized ones.
