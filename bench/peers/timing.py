@@ -67,3 +67,12 @@ def time_calls(call, copies, iters=20):
     end.record()
     torch.cuda.synchronize()
     return us, span, how, start.elapsed_time(end) * 1e3 / iters
+
+
+def result(n, k, m, wbytes, copies, figures):
+    """A matmul peer's JSON row from `time_calls`'s figures (GB/s of `wbytes` per call)."""
+    us, span, how, loop = figures
+    return {"n": n, "k": k, "m": m, "time_us": us, "weight_bytes": wbytes, "copies": copies,
+            "effective_gb_s": wbytes / (us * 1e3), "tflop_s": 2 * m * n * k / (us * 1e6),
+            "span_us": span, "span_how": how, "span_gb_s": wbytes / (span * 1e3),
+            "loop_us": loop, "loop_gb_s": wbytes / (loop * 1e3)}

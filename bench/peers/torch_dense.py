@@ -15,7 +15,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from timing import time_calls  # bench/peers/timing.py, beside this script
+from timing import result, time_calls  # bench/peers/timing.py, beside this script
 
 SHAPES = [(6144, 1536), (1536, 6144), (262144, 1536)]
 MS = [1, 512]
@@ -26,11 +26,8 @@ def case(n, k, m, dtype, iters=20):
     copies = max(1, min(64, -(-(256 << 20) // wbytes)))
     sets = [(torch.rand(n, k, device="cuda") * 0.1 - 0.05).to(dtype) for _ in range(copies)]
     x = torch.randn(m, k, device="cuda", dtype=dtype)
-    us, span, how, loop = time_calls(lambda i: F.linear(x, sets[i]), copies, iters)
-    return {"n": n, "k": k, "m": m, "time_us": us, "weight_bytes": wbytes, "copies": copies,
-            "effective_gb_s": wbytes / (us * 1e3), "tflop_s": 2 * m * n * k / (us * 1e6),
-            "span_us": span, "span_how": how, "span_gb_s": wbytes / (span * 1e3),
-            "loop_us": loop, "loop_gb_s": wbytes / (loop * 1e3)}
+    figures = time_calls(lambda i: F.linear(x, sets[i]), copies, iters)
+    return result(n, k, m, wbytes, copies, figures)
 
 
 def main():

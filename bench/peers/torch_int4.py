@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from timing import time_calls  # bench/peers/timing.py, beside this script
+from timing import result, time_calls  # bench/peers/timing.py, beside this script
 
 GROUP = 64
 SHAPES = [(6144, 1536), (1536, 6144), (262144, 1536)]
@@ -52,11 +52,8 @@ def case(n, k, m, iters=20):
         sets.append((w, sz.contiguous()))
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     mm = torch.ops.aten._weight_int4pack_mm
-    us, span, how, loop = time_calls(lambda i: mm(x, sets[i][0], GROUP, sets[i][1]), copies, iters)
-    return {"n": n, "k": k, "m": m, "time_us": us, "weight_bytes": wbytes, "copies": copies,
-            "effective_gb_s": wbytes / (us * 1e3), "tflop_s": 2 * m * n * k / (us * 1e6),
-            "span_us": span, "span_how": how, "span_gb_s": wbytes / (span * 1e3),
-            "loop_us": loop, "loop_gb_s": wbytes / (loop * 1e3)}
+    figures = time_calls(lambda i: mm(x, sets[i][0], GROUP, sets[i][1]), copies, iters)
+    return result(n, k, m, wbytes, copies, figures)
 
 
 def main():

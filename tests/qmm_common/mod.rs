@@ -119,13 +119,9 @@ pub fn quant_depth(k: usize, group: usize, lanes: u32) -> f64 {
 }
 
 /// Largest `|got - want| / (U * mass)` (the error in units of the f32 roundoff times the
-/// accumulated magnitude).
+/// accumulated magnitude; `onepath::reference::roundoff_ratio`).
 pub fn worst_ratio(want: &[f64], got: &[f32], mass: &[f64]) -> f64 {
-    want.iter()
-        .zip(got)
-        .zip(mass)
-        .map(|((w, g), m)| (w - f64::from(*g)).abs() / (U * m.max(f64::MIN_POSITIVE)))
-        .fold(0.0, f64::max)
+    onepath::reference::roundoff_ratio(want, got, mass)
 }
 
 /// Row `m` of a `[rows, n]` output.

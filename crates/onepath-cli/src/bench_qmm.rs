@@ -76,17 +76,11 @@ impl Src {
             WeightsArg::Bf16 => DType::BF16,
             WeightsArg::F16 => DType::F16,
         };
-        let bytes = random_bytes(4, n * k * 2)
-            .chunks_exact(2)
-            .flat_map(|c| {
-                let v = (f32::from(u16::from_le_bytes([c[0], c[1]])) / 65535.0 - 0.5) * 0.1;
-                if dtype == DType::BF16 {
-                    half::bf16::from_f32(v).to_bits().to_le_bytes()
-                } else {
-                    half::f16::from_f32(v).to_bits().to_le_bytes()
-                }
-            })
-            .collect();
+        let mut bytes = Vec::with_capacity(n * k * 2);
+        for c in random_bytes(4, n * k * 2).chunks_exact(2) {
+            let v = (f32::from(u16::from_le_bytes([c[0], c[1]])) / 65535.0 - 0.5) * 0.1;
+            dtype.encode(v, &mut bytes);
+        }
         Ok(Src::Dense { bytes, dtype, n, k })
     }
 

@@ -18,6 +18,7 @@ use onepath_ops::qmm::{
     DenseMatmul, DenseWeights, QKernel, QMatmul, QWeights, dense_error_depth, lanes_dense,
     quant_error_depth,
 };
+use onepath_ref::roundoff_ratio;
 use onepath_weights::{Checkpoint, DType, Linear, QuantParams, QuantizedTensor, TensorView};
 use serde_json::json;
 use std::path::PathBuf;
@@ -41,8 +42,6 @@ pub struct LoadArgs {
 
 /// Rows of x of each check call.
 const ROWS: usize = 3;
-/// f32 unit roundoff.
-const U: f64 = 1.0 / (1u64 << 24) as f64;
 /// Weights per block of the CPU reference (bounds its memory on large tables: 16 MiB a
 /// thread).
 const REF_BLOCK: usize = 1 << 20;
@@ -93,15 +92,10 @@ fn linear_paths(ckpt: &Checkpoint, prefix: Option<&str>) -> Vec<String> {
 
 /// `rows` rows of a float tensor from row `r0`, as f32.
 fn float_rows(w: &TensorView, k: usize, r0: usize, rows: usize) -> Vec<f32> {
-    let size = w.dtype().size();
-    let bytes = &w.data()[r0 * k * size..(r0 + rows) * k * size];
-    bytes
-        .chunks_exact(size)
-        .map(|c| match w.dtype() {
-            DType::F16 => half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
-            DType::BF16 => half::bf16::from_le_bytes([c[0], c[1]]).to_f32(),
-            _ => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-        })
+    let dt = w.dtype();
+    w.data()[r0 * k * dt.size()..(r0 + rows) * k * dt.size()]
+        .chunks_exact(dt.size())
+        .map(|c| dt.decode(c).unwrap_or(f32::NAN))
         .collect()
 }
 
@@ -173,21 +167,6 @@ fn reference(
     Ok((want, mass))
 }
 
-fn worst_ratio(want: &[f64], mass: &[f64], got: &[f32]) -> f64 {
-    want.iter()
-        .zip(mass)
-        .zip(got)
-        .map(|((w, m), g)| {
-            let d = (w - f64::from(*g)).abs();
-            if d.is_nan() {
-                f64::INFINITY
-            } else {
-                d / (U * m.max(f64::MIN_POSITIVE))
-            }
-        })
-        .fold(0.0, f64::max)
-}
-
 /// Whether rows 0 and ROWS - 1 of `y` equal `alone` (those rows computed alone), bit for bit.
 fn rows_equal(y: &[f32], alone: &[Vec<f32>; 2], n: usize) -> bool {
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
@@ -233,7 +212,7 @@ fn check_quant(
     };
     for (name, kernel) in [("gemv", QKernel::Gemv), ("tiled", QKernel::Tiled(1))] {
         let y = pollster::block_on(op.run_host_with(gpu, &x, ROWS, kernel))?;
-        check.worst_ratio = check.worst_ratio.max(worst_ratio(&want, &mass, &y));
+        check.worst_ratio = check.worst_ratio.max(roundoff_ratio(&want, &y, &mass));
         check.rows_equal_alone &= rows_equal(&y, &alone, n);
         check.kernels.push(name);
     }
@@ -264,7 +243,7 @@ fn check_dense(
         Ok((v, a))
     })?;
     let check = Check {
-        worst_ratio: worst_ratio(&want, &mass, &y),
+        worst_ratio: roundoff_ratio(&want, &y, &mass),
         budget: dense_error_depth(k, lanes_dense(k / 8)),
         rows_equal_alone: rows_equal(&y, &alone, n),
         kernels: vec!["dense"],

@@ -303,6 +303,29 @@ pub fn max_abs_diff(a: &[f64], b: &[f32]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The worst error of `got` against the reference `want` in units of f32 roundoff (2^-24)
+/// times the magnitude each element accumulated (`mass`, e.g. `sum_k |x_k w_k|`):
+/// `max_i |want_i - got_i| / (2^-24 mass_i)`, to compare with a kernel's rounding depth. A NaN
+/// counts as an infinite error. Empty inputs give 0.
+///
+/// # Panics
+/// If the three lengths differ.
+pub fn roundoff_ratio(want: &[f64], got: &[f32], mass: &[f64]) -> f64 {
+    assert!(
+        want.len() == got.len() && got.len() == mass.len(),
+        "roundoff_ratio: lengths differ ({}, {}, {})",
+        want.len(),
+        got.len(),
+        mass.len()
+    );
+    const U: f64 = 1.0 / 16_777_216.0;
+    want.iter()
+        .zip(got)
+        .zip(mass)
+        .map(|((&w, &g), &m)| elem_diff(w, g) / (U * m.max(f64::MIN_POSITIVE)))
+        .fold(0.0, f64::max)
+}
+
 /// Relative L2 error `||a - b|| / ||a||` in f64, with `a` the reference.
 ///
 /// Returns 0 if both are all zeros, infinity if `a` is all zeros but `b` is

@@ -698,3 +698,14 @@ fn rope_preserves_pair_norms_and_composes() {
 fn rope_bad_inv_freq_panics() {
     rope_rotate_half(&mut [0.0; 4], 1, &[1.0]);
 }
+
+#[test]
+fn roundoff_ratio_counts_f32_ulps_of_the_mass_and_nan_as_infinite() {
+    // 1 + 2^-23 is one f32 ulp above 1, i.e. two units of roundoff (2^-24) of a mass of 1;
+    // against a mass of 4 the same difference is half a unit.
+    let got = [1.0f32 + f32::EPSILON, 3.0];
+    assert_eq!(roundoff_ratio(&[1.0, 3.0], &got, &[1.0, 1.0]), 2.0);
+    assert_eq!(roundoff_ratio(&[1.0, 3.0], &got, &[4.0, 1.0]), 0.5);
+    assert_eq!(roundoff_ratio(&[], &[], &[]), 0.0);
+    assert_eq!(roundoff_ratio(&[1.0], &[f32::NAN], &[1.0]), f64::INFINITY);
+}
