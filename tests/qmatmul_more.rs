@@ -6,7 +6,9 @@ mod qmm_common;
 
 use common::bits;
 use onepath::ops::OpError;
-use onepath::ops::qmm::{EmbedGather, GatherRounding, QMatmul, QWeights, lanes_dense};
+use onepath::ops::qmm::{
+    DKernel, EmbedGather, GatherRounding, QMatmul, QWeights, dkernel, lanes_dense,
+};
 use onepath::reference::matmul_nt;
 use onepath_weights::{
     Checkpoint, DType, QuantParams, QuantizedTensor, dequantize, dequantize_f32,
@@ -18,11 +20,10 @@ fn gather(gpu: &onepath::gpu::Gpu, w: std::sync::Arc<QWeights>, r: GatherRoundin
     pollster::block_on(EmbedGather::new(gpu, w, r)).expect("gather pipeline")
 }
 
-/// The dense GEMV kernel (1 to 8 rows of x) and the dense kernel for more rows give the same
-/// bits, on shapes that take every GEMV plan (1, 2 and 4 rows of W per invocation; 1 and 2 rows
-/// of x per workgroup, the latter also at M = 1 for a long K; 2 to 32 lanes; a partial last
-/// workgroup), for M = 1, 2, 3 and 8; and a
-/// 9-row call (the other kernel) equals its rows computed alone by the GEMV kernel.
+/// The dense GEMV kernel and the dense tiled kernel give the same bits, on shapes that take
+/// every GEMV plan (1, 2 and 4 rows of W per invocation; 1 and 2 rows of x per workgroup, the
+/// latter also at M = 1 for a long K; 2 to 32 lanes; a partial last workgroup), for M = 1, 2,
+/// 3, 8 and 9; and rows of a 9-row call equal the same rows computed alone.
 #[test]
 fn dense_kernels_agree_bit_for_bit() {
     use onepath::ops::qmm::dplan;
@@ -42,14 +43,16 @@ fn dense_kernels_agree_bit_for_bit() {
         let w = common::randn(&mut common::rng(500 + i as u64), n * k);
         let (op, _) = dense(gpu, &w, n, k, dt, None);
         let x = common::randn(&mut common::rng(600 + i as u64), 9 * k);
-        for m in [1, 2, 3, 8] {
+        for m in [1, 2, 3, 8, 9] {
             plans.insert((dplan(n, k, m).rows, dplan(n, k, m).mt));
-            let g = pollster::block_on(op.run_host_with(gpu, &x[..m * k], m, true)).unwrap();
-            let o = pollster::block_on(op.run_host_with(gpu, &x[..m * k], m, false)).unwrap();
+            let g =
+                pollster::block_on(op.run_host_with(gpu, &x[..m * k], m, DKernel::Gemv)).unwrap();
+            let o = pollster::block_on(op.run_host_with(gpu, &x[..m * k], m, DKernel::Tiled(1)))
+                .unwrap();
             assert_eq!(
                 bits(&g),
                 bits(&o),
-                "N={n} K={k} {dt} M={m}: GEMV vs dense kernel"
+                "N={n} K={k} {dt} M={m}: GEMV vs tiled kernel"
             );
         }
         let y9 = pollster::block_on(op.run_host(gpu, &x, 9)).unwrap();
@@ -68,6 +71,64 @@ fn dense_kernels_agree_bit_for_bit() {
             "no shape took the GEMV plan {want:?}: {plans:?}"
         );
     }
+}
+
+/// The dense tiled kernel (prefill) gives the bits of the dense GEMV kernel with its fold trees
+/// whole or split over 2 to 16 workgroups, on shapes that cut its 32 x 64 tiles, take 1 to 32
+/// lanes, and steps of 1 to 4 units (a lane's units not a multiple of 4), in f32, f16 and bf16;
+/// its rows equal the same rows computed alone; and it is accurate against the f64 oracle.
+#[test]
+fn dense_tiled_kernel_matches_and_is_invariant() {
+    let Some(gpu) = common::gpu() else { return };
+    for (i, &(n, k, dt, m)) in [
+        (70, 1536, DType::BF16, 40), // 32 lanes of 6 units: steps of 4 and 2
+        (37, 200, DType::F16, 33),   // 4 lanes of 7 and 6 units
+        (9, 72, DType::F32, 70),     // 2 lanes (9 units: 5 and 4)
+        (130, 8, DType::BF16, 9),    // 1 lane of 1 unit
+        (65, 4096, DType::F32, 64),  // 32 lanes of 16 units
+    ]
+    .iter()
+    .enumerate()
+    {
+        let w = common::randn(&mut common::rng(700 + i as u64), n * k);
+        let (op, stored) = dense(gpu, &w, n, k, dt, None);
+        let x = common::randn(&mut common::rng(800 + i as u64), m * k);
+        let what = format!("N={n} K={k} {dt} M={m}");
+        let want = pollster::block_on(op.run_host_with(gpu, &x, m, DKernel::Gemv)).unwrap();
+        let mut splits = 1;
+        while splits <= 16.min(op.lanes()) {
+            let y =
+                pollster::block_on(op.run_host_with(gpu, &x, m, DKernel::Tiled(splits))).unwrap();
+            assert_bits(&format!("{what}: tiled/{splits} vs GEMV"), &y, &want);
+            splits *= 2;
+        }
+        for r in [0, m / 2, m - 1] {
+            let one = pollster::block_on(op.run_host(gpu, &x[r * k..(r + 1) * k], 1)).unwrap();
+            assert_eq!(
+                bits(row(&want, n, r)),
+                bits(&one),
+                "{what}: row {r} vs alone"
+            );
+        }
+        let exact = matmul_nt(&x, &stored, m, k, n).unwrap();
+        let mass: Vec<f64> = (0..m * n)
+            .map(|e| {
+                let (r, c) = (e / n, e % n);
+                (0..k)
+                    .map(|t| (f64::from(x[r * k + t]) * f64::from(stored[c * k + t])).abs())
+                    .sum()
+            })
+            .collect();
+        let depth = onepath::ops::qmm::dense_error_depth(k, op.lanes());
+        let ratio = worst_ratio(&exact, &want, &mass);
+        assert!(ratio <= depth, "{what}: ratio {ratio} over {depth}");
+    }
+    // Which dense kernel a call gets: GEMV up to 16 rows and for the LM head at 20, tiled for
+    // prefill, its trees split where the tiles are few.
+    assert_eq!(dkernel(16, 6144, 16), DKernel::Gemv);
+    assert_eq!(dkernel(20, 262144, 32), DKernel::Gemv);
+    assert_eq!(dkernel(24, 6144, 32), DKernel::Tiled(4));
+    assert_eq!(dkernel(512, 6144, 32), DKernel::Tiled(1));
 }
 
 /// Dense W in f16/bf16/f32 against the f64 oracle (budget: `depth * u * sum |x w|` with
@@ -234,6 +295,15 @@ fn oversized_weights_split_by_rows_with_identical_bits() {
     let y1 = pollster::block_on(d1.run_host(gpu, &x, m)).unwrap();
     let y2 = pollster::block_on(d2.run_host(gpu, &x, m)).unwrap();
     assert_bits("split dense matmul", &y2, &y1);
+    let want = pollster::block_on(d1.run_host_with(gpu, &xp, mp, DKernel::Gemv)).unwrap();
+    for splits in [1, 4] {
+        let y = pollster::block_on(d2.run_host_with(gpu, &xp, mp, DKernel::Tiled(splits)));
+        assert_bits(
+            &format!("split dense matmul, tiled/{splits}, M = {mp}"),
+            &y.unwrap(),
+            &want,
+        );
+    }
 }
 
 fn err_text(r: Result<impl Sized, OpError>) -> String {

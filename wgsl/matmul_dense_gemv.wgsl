@@ -1,7 +1,11 @@
-// y = x W^T with W unquantized (f32, f16 or bf16), for 1 to 8 rows of x (decode, several
-// sequences). The same numerical contract as `matmul_dense.wgsl`, which serves more rows: the K
-// inputs are cut into units of 8; lane l of an output element (LANES lanes, a function of K
-// only) takes units l, l + LANES, ... in that order into one vec4 accumulator
+// y = x W^T with W unquantized (f32, f16 or bf16, rows of K, K a multiple of 8, read as u32
+// words: bf16 decoded by shifts, f16 by unpack2x16float, so no shader-f16 is needed); x and y
+// are f32. The GEMV kernel: decode and several sequences (its workgroups take 1 or 2 rows of
+// x, more rows spread over more workgroups); matmul_dense_tiled.wgsl serves prefill.
+//
+// Numerical contract of the dense matmul (the same for every M, kernel, tile and row split of
+// W): the K inputs are cut into units of 8; lane l of an output element (LANES lanes, a
+// function of K only) takes units l, l + LANES, ... in that order into one vec4 accumulator
 //   a = fma(x[0..4], w[0..4], a);  a = fma(x[4..8], w[4..8], a)
 // its partial is (a.x + a.y) + (a.z + a.w), and the LANES partials are folded by the pairwise
 // tree of strides LANES/2, ..., 1. So a row's bits do not depend on which kernel ran it.

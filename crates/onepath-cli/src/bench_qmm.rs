@@ -16,7 +16,9 @@
 
 use crate::util::{SPANS, adapter_json};
 use onepath_gpu::{Gpu, read_buffer_as, wgpu};
-use onepath_ops::qmm::{DenseMatmul, DenseWeights, PreparedMatmul, QKernel, QMatmul, QWeights};
+use onepath_ops::qmm::{
+    DKernel, DenseMatmul, DenseWeights, PreparedMatmul, QKernel, QMatmul, QWeights,
+};
 use onepath_weights::{DType, QuantParams, QuantizedTensor};
 use serde_json::json;
 use std::borrow::Cow;
@@ -29,13 +31,38 @@ const MAX_COPIES: u64 = 64;
 const BITS: u32 = 4;
 const GROUP: usize = 64;
 
-/// `--kernel`: which quantized kernel runs the timed calls.
+/// `--kernel`: which kernel runs the timed calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum KernelArg {
-    /// The kernel `QMatmul::prepare` picks for the call (`qmm::qkernel`).
+    /// The kernel the op's `prepare` picks for the call (`qmm::qkernel`, `qmm::dkernel`).
     Auto,
+    /// The GEMV kernel (the decode kernel, whose workgroups take 2 or 8 rows of x each).
     Gemv,
+    /// The tiled kernel, its trees split as `qmm::tiled_splits` says.
     Tiled,
+}
+
+/// The kernel a timed call runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chosen {
+    Q(QKernel),
+    D(DKernel),
+}
+
+impl Chosen {
+    /// Its name in the table and the JSON.
+    fn name(self) -> String {
+        let tiled = |pre: &str, s: u32| match s {
+            1 => format!("{pre}tiled"),
+            s => format!("{pre}tiled/{s}"),
+        };
+        match self {
+            Chosen::Q(QKernel::Gemv) => "gemv".into(),
+            Chosen::Q(QKernel::Tiled(s)) => tiled("", s),
+            Chosen::D(DKernel::Gemv) => "dgemv".into(),
+            Chosen::D(DKernel::Tiled(s)) => tiled("d", s),
+        }
+    }
 }
 
 /// `--weights`: the weight format, and so the kernel family, the bench times.
@@ -122,15 +149,27 @@ enum Op {
 
 impl Op {
     /// The kernel a call of `m` rows runs under `--kernel`.
-    fn kernel(&self, m: usize, arg: KernelArg) -> QKernel {
-        match (self, arg) {
-            (Op::Dense(_), _) | (_, KernelArg::Gemv) => QKernel::Gemv,
-            (Op::Q(op), KernelArg::Auto) => op.kernel_for(m),
-            (Op::Q(op), KernelArg::Tiled) => QKernel::Tiled(onepath_ops::qmm::tiled_splits(
-                m,
-                op.weights.rows,
-                op.lanes(),
-            )),
+    fn kernel(&self, m: usize, arg: KernelArg) -> R<Chosen> {
+        use onepath_ops::qmm::tiled_splits;
+        Ok(match (self, arg) {
+            (Op::Q(op), KernelArg::Auto) => Chosen::Q(op.kernel_for(m)),
+            (Op::Q(_), KernelArg::Gemv) => Chosen::Q(QKernel::Gemv),
+            (Op::Q(op), KernelArg::Tiled) => {
+                Chosen::Q(QKernel::Tiled(tiled_splits(m, op.weights.rows, op.lanes())))
+            }
+            (Op::Dense(op), KernelArg::Auto) => Chosen::D(op.kernel_for(m)),
+            (Op::Dense(_), KernelArg::Gemv) => Chosen::D(DKernel::Gemv),
+            (Op::Dense(op), KernelArg::Tiled) => {
+                Chosen::D(DKernel::Tiled(tiled_splits(m, op.weights.rows, op.lanes())))
+            }
+        })
+    }
+
+    /// The kernel of a one-row call (decode).
+    fn decode_kernel(&self) -> Chosen {
+        match self {
+            Op::Q(_) => Chosen::Q(QKernel::Gemv),
+            Op::Dense(_) => Chosen::D(DKernel::Gemv),
         }
     }
 
@@ -140,11 +179,12 @@ impl Op {
         m: usize,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
-        kernel: QKernel,
+        kernel: Chosen,
     ) -> R<PreparedMatmul> {
-        Ok(match self {
-            Op::Q(op) => op.prepare_with(gpu, m, x, y, kernel)?,
-            Op::Dense(op) => op.prepare(gpu, m, x, y)?,
+        Ok(match (self, kernel) {
+            (Op::Q(op), Chosen::Q(k)) => op.prepare_with(gpu, m, x, y, k)?,
+            (Op::Dense(op), Chosen::D(k)) => op.prepare_with(gpu, m, x, y, k)?,
+            _ => return Err(format!("kernel {kernel:?} does not fit these weights").into()),
         })
     }
 }
@@ -209,9 +249,7 @@ struct Timing {
     /// As `one_pass_ns` with every call writing its own y (no barriers); decode cases only.
     independent_ns: Option<f64>,
     copies: usize,
-    kernel: QKernel,
-    /// The dense kernel ran (`--weights bf16|f16`).
-    dense: bool,
+    kernel: Chosen,
     /// The first and last rows of the timed call equal the same rows computed alone.
     rows_equal_m1: bool,
 }
@@ -238,7 +276,7 @@ fn rows_equal_m1(
     let y1 = gpu.storage("y1", (n * 4) as u64)?;
     for r in [0, m - 1] {
         let x1 = gpu.storage_from("x1", bytemuck::cast_slice(&xs[r * k..(r + 1) * k]))?;
-        op.prepare(gpu, 1, &x1, &y1, QKernel::Gemv)?.run(gpu)?;
+        op.prepare(gpu, 1, &x1, &y1, op.decode_kernel())?.run(gpu)?;
         if row_bits(gpu, y, r, n)? != pollster::block_on(read_buffer_as::<u32>(gpu, &y1))? {
             return Ok(false);
         }
@@ -264,7 +302,7 @@ fn time_case(gpu: &Gpu, src: &Src, m: usize, iters: u32, kernel: KernelArg) -> R
     let xs = crate::util::rms_rows(5, m * k, k);
     let x = gpu.storage_from("x", bytemuck::cast_slice(&xs))?;
     let y = gpu.storage("y", y_bytes)?;
-    let chosen = ops[0].kernel(m, kernel);
+    let chosen = ops[0].kernel(m, kernel)?;
     let prepared = ops
         .iter()
         .map(|op| op.prepare(gpu, m, &x, &y, chosen))
@@ -292,7 +330,6 @@ fn time_case(gpu: &Gpu, src: &Src, m: usize, iters: u32, kernel: KernelArg) -> R
     // y now holds the last timed call's output (every copy holds the same weights).
     let rows_equal_m1 = rows_equal_m1(gpu, &ops[0], (n, k), &xs, &y, m)?;
     Ok(Timing {
-        dense: matches!(ops[0], Op::Dense(_)),
         kernel: chosen,
         rows_equal_m1,
         one_pass_ns,
@@ -354,13 +391,7 @@ pub fn run(gpu: &Gpu, grid: &QmmGrid, as_json: bool) -> R<ExitCode> {
             match time_case(gpu, &q, m, iters, grid.kernel) {
                 Ok(t) => {
                     all_equal &= t.rows_equal_m1;
-                    let kname = match t.kernel {
-                        _ if t.dense && m <= onepath_ops::qmm::MT => "dgemv".to_string(),
-                        _ if t.dense => "dense".to_string(),
-                        QKernel::Gemv => "gemv".to_string(),
-                        QKernel::Tiled(1) => "tiled".to_string(),
-                        QKernel::Tiled(s) => format!("tiled/{s}"),
-                    };
+                    let kname = t.kernel.name();
                     let ns = t.gpu_ns.unwrap_or(t.wall_ns);
                     let gbs = wbytes / ns;
                     let tflops = 2.0 * (m * n * k) as f64 / ns / 1e3;
@@ -414,7 +445,7 @@ pub fn run(gpu: &Gpu, grid: &QmmGrid, as_json: bool) -> R<ExitCode> {
              in-pass: one call alone in its pass; 1-pass: calls in one pass, each waiting for the \
              one before; 1-pass ind.: calls in one pass writing different outputs (M <= 8).\n\
              kernel: gemv (K split over a workgroup's lanes) or tiled (/s: each output's fold \
-             tree split over s workgroups); dgemv / dense: the dense kernels; =M1: rows 0 and M-1 of the \
+             tree split over s workgroups); dgemv / dtiled: the dense kernels; =M1: rows 0 and M-1 of the \
              timed call equal the same rows computed alone (M = 1), bit for bit."
         );
     }

@@ -91,6 +91,8 @@ fn loads_the_mlx_checkpoint_as_stored() {
     }
     let kernels = &linear(&v, "model.layers.0.self_attn.q_proj")["kernels"];
     assert_eq!(kernels, &serde_json::json!(["gemv", "tiled"]));
+    let kernels = &linear(&v, "model.embed_tokens")["kernels"];
+    assert_eq!(kernels, &serde_json::json!(["dgemv", "dtiled"]));
 }
 
 /// `--quantize 4` quantizes the float linears whose input size is a multiple of the group size

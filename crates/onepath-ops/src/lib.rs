@@ -41,14 +41,14 @@ pub mod kernels {
         source: include_str!("../../../wgsl/qmatmul_combine.wgsl"),
         entry: "main",
     };
-    pub const MATMUL_DENSE: Kernel = Kernel {
-        name: "matmul_dense",
-        source: include_str!("../../../wgsl/matmul_dense.wgsl"),
-        entry: "main",
-    };
     pub const MATMUL_DENSE_GEMV: Kernel = Kernel {
         name: "matmul_dense_gemv",
         source: include_str!("../../../wgsl/matmul_dense_gemv.wgsl"),
+        entry: "main",
+    };
+    pub const MATMUL_DENSE_TILED: Kernel = Kernel {
+        name: "matmul_dense_tiled",
+        source: include_str!("../../../wgsl/matmul_dense_tiled.wgsl"),
         entry: "main",
     };
     pub const EMBED_GATHER: Kernel = Kernel {
@@ -76,8 +76,8 @@ pub mod kernels {
         QMATMUL,
         QMATMUL_TILED,
         QMATMUL_COMBINE,
-        MATMUL_DENSE,
         MATMUL_DENSE_GEMV,
+        MATMUL_DENSE_TILED,
         EMBED_GATHER,
         READ_BANDWIDTH,
         DISPATCH_PROBE,

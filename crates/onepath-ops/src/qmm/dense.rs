@@ -1,10 +1,10 @@
-//! `y = x W^T` with W dense (f32, f16 or bf16): the GEMV kernel for 1 to [`MT`] rows of x
-//! (`wgsl/matmul_dense_gemv.wgsl`) and `wgsl/matmul_dense.wgsl` for more, both under the dense
-//! numerical contract (see `wgsl/matmul_dense.wgsl`), so a row's bits do not depend on which
-//! one ran.
+//! `y = x W^T` with W dense (f32, f16 or bf16): two kernels under the dense numerical contract
+//! (stated in `wgsl/matmul_dense_gemv.wgsl`), so a row's bits do not depend on which one ran
+//! ([`DKernel`], picked per call by [`dkernel`]).
 
 use super::{
-    MT, PreparedMatmul, QPlan, Step, WG, check_call, lanes_dense, params, run_batched, weights,
+    MAX_GRID, MT, PreparedMatmul, QKernel, QPlan, Step, TILE_M, TILE_N, check_call, check_splits,
+    lanes_dense, params, push_combine, qkernel, run_batched, tree_planes, weights,
 };
 use crate::{OpError, kernels};
 use onepath_gpu::Gpu;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::DenseWeights;
 
 /// Workgroup shape of the dense GEMV kernel (`wgsl/matmul_dense_gemv.wgsl`) for an `m`-row
-/// call (1 to [`MT`]) of an `[n, k]` matrix: 4 slots (`wg` = 4 x lanes, at least 64); rows of
+/// call of an `[n, k]` matrix (from [`MT`] rows on, the plan of [`MT`]): 4 slots (`wg` = 4 x lanes, at least 64); rows of
 /// W per invocation 1, 2 or 4 as the quantized decode plan takes them (by invocations at 1 row:
 /// up to 2^17, 2^20, beyond), and 4 from 5 rows of x on; 2 rows of x per workgroup (`xrows` =
 /// `mt`), the rest of the rows spread over more workgroups, except 1 for M = 1 when a lane has
@@ -47,14 +47,44 @@ pub fn dplan(n: usize, k: usize, m: usize) -> QPlan {
     }
 }
 
-/// `y = x W^T` with W dense (f32, f16 or bf16): a GEMV kernel for 1 to [`MT`] rows of x
-/// (`wgsl/matmul_dense_gemv.wgsl`) and `wgsl/matmul_dense.wgsl` for more, both under the same
-/// numerical contract, so a row's bits do not depend on which one ran.
+/// The two dense kernels. They reach the same bits for every output element (the dense
+/// numerical contract), so which one runs a call is a matter of speed only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DKernel {
+    /// `wgsl/matmul_dense_gemv.wgsl`: lanes of a workgroup split K; 1 or 2 rows of x per
+    /// workgroup, more rows spread over more workgroups (decode, several sequences).
+    Gemv,
+    /// `wgsl/matmul_dense_tiled.wgsl`: a [`TILE_M`] x [`TILE_N`] tile per workgroup, each
+    /// output's fold tree split over this many workgroups (as [`QKernel::Tiled`]); prefill.
+    Tiled(u32),
+}
+
+/// The dense kernel for an `m`-row call of an `n`-row matrix with `lanes` lanes per output:
+/// the choice [`qkernel`] makes for a quantized call (GEMV up to 16 rows, tiled from there with
+/// its splits, GEMV for the LM head at 17 to 23 rows).
+///
+/// (Measured on an H100, bf16, one pass, us, GEMV / tiled (splits): 6144 x 1536 at M = 9 29.4
+/// / 47.3 (4), 16 43.0 / 50.4 (4), 24 60.9 / 53.7 (4), 32 78.7 / 57.2 (4); 1536 x 6144 at
+/// M = 9 24.5 / 42.0 (16), 16 41.9 / 43.9 (16), 24 56.7 / 45.8 (16), 32 63.0 / 48.8 (16); the
+/// LM head at M = 9 940 / 2267, 16 1533 / 2367, 24 2307 / 2427, 32 3079 / 2455. The kernel
+/// this pair replaced (8 rows of x per workgroup sharing each W load) was slower than one of
+/// them everywhere: 41.8, 50.8 and 1300 at M = 9; 1516, 1291 and 70594 at M = 512, against
+/// the tiled kernel's 600, 529 and 23471.)
+pub fn dkernel(m: usize, n: usize, lanes: u32) -> DKernel {
+    match qkernel(m, n, lanes) {
+        QKernel::Tiled(s) => DKernel::Tiled(s),
+        QKernel::Gemv => DKernel::Gemv,
+    }
+}
+
+/// `y = x W^T` with W dense (f32, f16 or bf16), by the kernel [`dkernel`] picks.
 pub struct DenseMatmul {
     pub weights: Arc<DenseWeights>,
-    pipeline: Arc<wgpu::ComputePipeline>,
-    /// The GEMV kernel's pipelines for 1 row, 2 to 4 and 5 to [`MT`], with their shapes.
+    /// The GEMV kernel's pipelines for 1 row, 2 to 4 and 5 or more, with their shapes.
     gemv: [(Arc<wgpu::ComputePipeline>, QPlan); 3],
+    /// The tiled kernel and the step that adds split trees (`wgsl/qmatmul_combine.wgsl`).
+    tiled: Arc<wgpu::ComputePipeline>,
+    combine: Arc<wgpu::ComputePipeline>,
     lanes: u32,
 }
 
@@ -64,7 +94,6 @@ impl DenseMatmul {
         let lanes = lanes_dense(weights.cols / 8);
         let dt = weights::dtype_code(weights.dtype);
         let contract = [("DT", dt), ("LANES", f64::from(lanes))];
-        let pipeline = gpu.pipeline(&kernels::MATMUL_DENSE, &contract).await?;
         let build = async |m: usize| -> Result<_, OpError> {
             let plan = dplan(weights.rows, weights.cols, m);
             let shape = [
@@ -81,12 +110,27 @@ impl DenseMatmul {
             Ok((p, plan))
         };
         let gemv = [build(1).await?, build(2).await?, build(MT).await?];
+        let tiled = gpu
+            .pipeline(&kernels::MATMUL_DENSE_TILED, &contract)
+            .await?;
+        let combine = gpu.pipeline(&kernels::QMATMUL_COMBINE, &[]).await?;
         Ok(DenseMatmul {
             weights,
-            pipeline,
             gemv,
+            tiled,
+            combine,
             lanes,
         })
+    }
+
+    /// Lanes per output element (a function of K only).
+    pub fn lanes(&self) -> u32 {
+        self.lanes
+    }
+
+    /// The kernel [`prepare`](Self::prepare) uses for an `m`-row call (see [`dkernel`]).
+    pub fn kernel_for(&self, m: usize) -> DKernel {
+        dkernel(m, self.weights.rows, self.lanes)
     }
 
     /// Binds an `m`-row call: `x` holds `[m, K]` f32, `y` receives `[m, N]` f32.
@@ -97,45 +141,62 @@ impl DenseMatmul {
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
     ) -> Result<PreparedMatmul, OpError> {
-        self.prepare_with(gpu, m, x, y, m <= MT)
+        self.prepare_with(gpu, m, x, y, self.kernel_for(m))
     }
 
-    /// [`prepare`](Self::prepare) with the kernel chosen by the caller: the GEMV kernel
-    /// (`gemv`, for at most [`MT`] rows) or the other (same bits; for tests and benchmarks).
+    /// [`prepare`](Self::prepare) with the kernel chosen by the caller (same bits either way;
+    /// for tests and benchmarks).
     pub fn prepare_with(
         &self,
         gpu: &Gpu,
         m: usize,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
-        gemv: bool,
+        kernel: DKernel,
     ) -> Result<PreparedMatmul, OpError> {
         let (k, n) = (self.weights.cols, self.weights.rows);
         check_call(gpu, m, k, n, x, y)?;
-        if gemv && m > MT {
-            return Err(OpError::Param {
-                what: "rows of x of a dense GEMV call",
-                value: m.to_string(),
-                why: "the dense GEMV kernel takes at most 8 rows of x",
-            });
-        }
-        let (pipeline, tile) = if gemv {
-            let (p, plan) = &self.gemv[usize::from(m > 1) + usize::from(m > 4)];
-            let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;
-            (p, (plan.mt as usize, rw))
-        } else {
-            (&self.pipeline, (MT, WG / self.lanes as usize))
+        let (pipeline, tile, splits) = match kernel {
+            DKernel::Gemv => {
+                let (p, plan) = &self.gemv[usize::from(m > 1) + usize::from(m > 4)];
+                let gx = m.div_ceil(plan.mt as usize);
+                if gx > MAX_GRID as usize {
+                    return Err(OpError::TooBig(format!(
+                        "a {m}-row dense GEMV call ({gx} workgroups along x, limit {MAX_GRID}); \
+                         use the tiled kernel or fewer rows"
+                    )));
+                }
+                let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;
+                (p, (plan.mt as usize, rw), 1)
+            }
+            DKernel::Tiled(splits) => {
+                check_splits(m, splits, self.lanes)?;
+                (&self.tiled, (TILE_M, TILE_N), splits)
+            }
         };
-        let mut steps = Vec::new();
         let mut keep = Vec::new();
+        let part = tree_planes(gpu, splits, m, n)?;
+        let out = part.as_ref().unwrap_or(y);
+        let mut steps = Vec::new();
         for s in &self.weights.splits {
-            let (u, grid) = params(gpu, m, k, n, &s.rows, tile, 1);
+            let (u, grid) = params(gpu, m, k, n, &s.rows, tile, splits);
             steps.push(Step {
                 pipeline: pipeline.clone(),
-                bind: gpu.bind(pipeline, &[&u, x, &s.w, y]),
+                bind: gpu.bind(pipeline, &[&u, x, &s.w, out]),
                 grid,
             });
             keep.push(u);
+        }
+        if let Some(part) = part {
+            push_combine(
+                gpu,
+                &self.combine,
+                part,
+                y,
+                (m, n, splits),
+                &mut steps,
+                &mut keep,
+            );
         }
         Ok(PreparedMatmul { steps, _keep: keep })
     }
@@ -156,11 +217,11 @@ impl DenseMatmul {
         gpu: &Gpu,
         x: &[f32],
         m: usize,
-        gemv: bool,
+        kernel: DKernel,
     ) -> Result<Vec<f32>, OpError> {
         let (k, n) = (self.weights.cols, self.weights.rows);
         run_batched(gpu, x, m, k, n, |rows, xb, yb| {
-            self.prepare_with(gpu, rows, xb, yb, gemv)
+            self.prepare_with(gpu, rows, xb, yb, kernel)
         })
         .await
     }

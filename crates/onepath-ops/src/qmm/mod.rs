@@ -2,7 +2,7 @@
 //! (f32 / f16 / bf16) weights, plus the quantized embedding gather.
 //!
 //! Every output element `y[m, n]` is reduced over K in one order that depends on K and the
-//! kernel's compile-time constants only (see `wgsl/qmatmul.wgsl` and `wgsl/matmul_dense.wgsl`):
+//! kernel's compile-time constants only (see `wgsl/qmatmul.wgsl` and `wgsl/matmul_dense_gemv.wgsl`):
 //! [`lanes_quant`] / [`lanes_dense`] lanes per element, each over a fixed strided set of K
 //! slices, folded by a fixed pairwise tree. The number of rows M, which rows share a dispatch,
 //! and how W is split across bindings never reach that order, so row `m` of an M-row call has
@@ -14,19 +14,21 @@
 //! invocation runs an output's whole K, visiting the lanes in the fold tree's post-order. A
 //! tiled call with few tiles splits every output's tree into 2 to 16 whole subtrees, each in
 //! its own workgroup, and `wgsl/qmatmul_combine.wgsl` adds them with the tree's top levels.
+//! The dense matmul has the same pair ([`DKernel`]: `wgsl/matmul_dense_gemv.wgsl`,
+//! `wgsl/matmul_dense_tiled.wgsl`), chosen the same way.
 //!
 //! GEMV workgroups: `wg` invocations = `wg / LANES` slots x `LANES` lanes, a slot owning
 //! `rows` rows of W (each x load serves all of them) and working on `xrows` rows of x at once
-//! (each code decoded once for them), all chosen per shape by [`qplan`] (they never reach the
-//! arithmetic); dense workgroups: [`WG`] invocations = `WG / LANES` rows x
-//! `LANES` lanes. Grid x = tiles of [`MT`] rows of x, grid y (+ z) = blocks of output rows. A tied LM head is a [`QMatmul`] on the embedding's [`QWeights`], which an
-//! [`EmbedGather`] can share.
+//! (each code decoded once for them), all chosen per shape by [`qplan`] / [`dplan`] (they never
+//! reach the arithmetic). Grid x = tiles of rows of x, grid y (+ z) = blocks of output rows. A
+//! tied LM head is a [`QMatmul`] on the embedding's [`QWeights`], which an [`EmbedGather`] can
+//! share.
 
 mod dense;
 mod gather;
 mod weights;
 
-pub use dense::{DenseMatmul, dplan};
+pub use dense::{DKernel, DenseMatmul, dkernel, dplan};
 
 pub use gather::{EmbedGather, GatherRounding};
 pub use weights::{BITS, DenseSplit, DenseWeights, GROUPS, MAX_GROUPS, QSplit, QWeights};
@@ -37,11 +39,10 @@ use std::sync::Arc;
 
 /// Rows of x per workgroup (a weight load is reused for this many rows).
 pub const MT: usize = 8;
-/// Invocations per workgroup.
-pub const WG: usize = 256;
-/// Rows of x of a workgroup of the tiled quantized kernel (`wgsl/qmatmul_tiled.wgsl`).
+/// Rows of x of a workgroup of the tiled kernels (`wgsl/qmatmul_tiled.wgsl`,
+/// `wgsl/matmul_dense_tiled.wgsl`).
 pub const TILE_M: usize = 32;
-/// Rows of W of a workgroup of the tiled quantized kernel.
+/// Rows of W of a workgroup of the tiled kernels.
 pub const TILE_N: usize = 64;
 /// Workgroups a tiled call aims for: [`qkernel`] splits the fold trees of calls with fewer
 /// tiles up to this many workgroups (about one wave of an H100: 3 per multiprocessor).
@@ -110,7 +111,7 @@ pub fn tiled_splits(m: usize, n: usize, lanes: u32) -> u32 {
     splits
 }
 
-const MAX_GRID: u32 = 65535;
+pub(crate) const MAX_GRID: u32 = 65535;
 
 /// Invocations per workgroup of the quantized kernel below 32 lanes for more than [`MT`] rows
 /// (256 from 32 lanes on; decode calls take 4 x lanes, at least 64; see [`qplan`]).
@@ -435,6 +436,76 @@ fn params(
     )
 }
 
+/// Checks a tiled call's splits: a power of two, at most [`MAX_SPLITS`] and the lanes, and a
+/// grid within the device's limit.
+fn check_splits(m: usize, splits: u32, lanes: u32) -> Result<(), OpError> {
+    if !splits.is_power_of_two() || splits > MAX_SPLITS.min(lanes) {
+        return Err(OpError::Param {
+            what: "splits of a tiled call",
+            value: format!("{splits} (this matrix has {lanes} lanes)"),
+            why: "a power of two, at most 16 and at most the lanes",
+        });
+    }
+    let gx = m.div_ceil(TILE_M) * splits as usize;
+    if gx > MAX_GRID as usize {
+        return Err(OpError::TooBig(format!(
+            "a {m}-row tiled call with {splits} splits ({gx} workgroups along x, limit \
+             {MAX_GRID}); use fewer splits or fewer rows"
+        )));
+    }
+    Ok(())
+}
+
+/// The scratch a tiled call with `splits` > 1 writes its subtrees to (one `[m, n]` plane per
+/// split), which the combine step adds into y; `None` for an unsplit call.
+fn tree_planes(
+    gpu: &Gpu,
+    splits: u32,
+    m: usize,
+    n: usize,
+) -> Result<Option<wgpu::Buffer>, OpError> {
+    if splits == 1 {
+        return Ok(None);
+    }
+    Ok(Some(gpu.storage(
+        "matmul partial trees",
+        (splits as usize * m * n * 4) as u64,
+    )?))
+}
+
+/// Appends the step of a split tiled call that adds its planes `part` into `y`
+/// (`wgsl/qmatmul_combine.wgsl`).
+fn push_combine(
+    gpu: &Gpu,
+    combine: &Arc<wgpu::ComputePipeline>,
+    part: wgpu::Buffer,
+    y: &wgpu::Buffer,
+    (m, n, splits): (usize, usize, u32),
+    steps: &mut Vec<Step>,
+    keep: &mut Vec<wgpu::Buffer>,
+) {
+    let count = m * n;
+    let p = CombineParams {
+        count: count as u32,
+        splits,
+        pad: [0; 2],
+    };
+    let u = gpu.uniform_from("combine params", bytemuck::bytes_of(&p));
+    let blocks = count.div_ceil(COMBINE_WG);
+    let grid = [
+        blocks.min(COMBINE_GRID_X) as u32,
+        blocks.div_ceil(COMBINE_GRID_X) as u32,
+        1,
+    ];
+    steps.push(Step {
+        pipeline: combine.clone(),
+        bind: gpu.bind(combine, &[&u, &part, y]),
+        grid,
+    });
+    keep.push(u);
+    keep.push(part);
+}
+
 /// `y = x W^T` with W quantized (MLX affine), dequantised inside the kernel.
 pub struct QMatmul {
     pub weights: Arc<QWeights>,
@@ -525,20 +596,7 @@ impl QMatmul {
         check_call(gpu, m, k, n, x, y)?;
         let (pipeline, tile, splits) = match kernel {
             QKernel::Tiled(splits) => {
-                if !splits.is_power_of_two() || splits > MAX_SPLITS.min(self.lanes) {
-                    return Err(OpError::Param {
-                        what: "splits of a tiled call",
-                        value: format!("{splits} (this matrix has {} lanes)", self.lanes),
-                        why: "a power of two, at most 16 and at most the lanes",
-                    });
-                }
-                let gx = m.div_ceil(TILE_M) * splits as usize;
-                if gx > MAX_GRID as usize {
-                    return Err(OpError::TooBig(format!(
-                        "a {m}-row tiled call with {splits} splits ({gx} workgroups along x, \
-                         limit {MAX_GRID}); use fewer splits or fewer rows"
-                    )));
-                }
+                check_splits(m, splits, self.lanes)?;
                 (&self.tiled, (TILE_M, TILE_N), splits)
             }
             QKernel::Gemv => {
@@ -554,15 +612,7 @@ impl QMatmul {
             }
         };
         let mut keep = Vec::new();
-        // A split call writes one plane per split, which the combine step adds into y.
-        let part = if splits > 1 {
-            Some(gpu.storage(
-                "qmatmul partial trees",
-                (splits as usize * m * n * 4) as u64,
-            )?)
-        } else {
-            None
-        };
+        let part = tree_planes(gpu, splits, m, n)?;
         let out = part.as_ref().unwrap_or(y);
         let mut steps = Vec::new();
         for s in &self.weights.splits {
@@ -575,26 +625,15 @@ impl QMatmul {
             keep.push(u);
         }
         if let Some(part) = part {
-            let count = m * n;
-            let p = CombineParams {
-                count: count as u32,
-                splits,
-                pad: [0; 2],
-            };
-            let u = gpu.uniform_from("combine params", bytemuck::bytes_of(&p));
-            let blocks = count.div_ceil(COMBINE_WG);
-            let grid = [
-                blocks.min(COMBINE_GRID_X) as u32,
-                blocks.div_ceil(COMBINE_GRID_X) as u32,
-                1,
-            ];
-            steps.push(Step {
-                pipeline: self.combine.clone(),
-                bind: gpu.bind(&self.combine, &[&u, &part, y]),
-                grid,
-            });
-            keep.push(u);
-            keep.push(part);
+            push_combine(
+                gpu,
+                &self.combine,
+                part,
+                y,
+                (m, n, splits),
+                &mut steps,
+                &mut keep,
+            );
         }
         Ok(PreparedMatmul { steps, _keep: keep })
     }
