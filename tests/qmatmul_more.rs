@@ -131,6 +131,49 @@ fn dense_tiled_kernel_matches_and_is_invariant() {
     assert_eq!(dkernel(512, 6144, 32), DKernel::Tiled(1));
 }
 
+/// The dense matmul's rows are batch-invariant as the quantized one's (`rows_are_batch_invariant`
+/// in tests/qmatmul.rs): row m of an M-row call equals the row computed alone, bit for bit, for
+/// M = 1, 2, 7, 64, 300 and for windows that start mid-batch, with both kernels (GEMV, and
+/// tiled with its fold trees whole or split over 2 to 16 workgroups); repeated runs are
+/// identical.
+#[test]
+fn dense_rows_are_batch_invariant() {
+    let Some(gpu) = common::gpu() else { return };
+    let (n, k) = (70, 1536);
+    let w = common::randn(&mut common::rng(900), n * k);
+    let (op, _) = dense(gpu, &w, n, k, DType::BF16, None);
+    let x = common::randn(&mut common::rng(901), 300 * k);
+    let alone: Vec<Vec<f32>> = (0..300)
+        .map(|r| pollster::block_on(op.run_host(gpu, &x[r * k..(r + 1) * k], 1)).unwrap())
+        .collect();
+    let kernels = [1, 2, 4, 8, 16]
+        .into_iter()
+        .filter(|&s| s <= op.lanes())
+        .map(DKernel::Tiled)
+        .chain([DKernel::Gemv]);
+    for kernel in kernels {
+        let run =
+            |x: &[f32], m: usize| pollster::block_on(op.run_host_with(gpu, x, m, kernel)).unwrap();
+        for (start, m) in [(0, 1), (0, 2), (0, 7), (5, 7), (0, 64), (3, 64), (0, 300)] {
+            let y = run(&x[start * k..(start + m) * k], m);
+            for r in 0..m {
+                assert_eq!(
+                    bits(row(&y, n, r)),
+                    bits(&alone[start + r]),
+                    "{kernel:?}: row {} of an M = {m} call starting at {start}",
+                    start + r
+                );
+            }
+        }
+        let a = run(&x[..64 * k], 64);
+        assert_eq!(
+            bits(&a),
+            bits(&run(&x[..64 * k], 64)),
+            "{kernel:?}: repeated runs"
+        );
+    }
+}
+
 /// Dense W in f16/bf16/f32 against the f64 oracle (budget: `depth * u * sum |x w|` with
 /// depth = 2 * units per lane + 2 + log2 lanes) and M = 5 rows vs M = 1 bit for bit.
 #[test]
