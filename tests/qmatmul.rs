@@ -126,20 +126,9 @@ fn rows_are_batch_invariant() {
         .map(|r| run(gpu, &op, &x[r * k..(r + 1) * k], 1))
         .collect();
     for kernel in kernels_for(op.lanes()) {
-        for (start, m) in [(0, 1), (0, 2), (0, 7), (5, 7), (0, 64), (3, 64), (0, 300)] {
-            let y = run_with(gpu, &op, &x[start * k..(start + m) * k], m, kernel);
-            for r in 0..m {
-                assert_eq!(
-                    bits(row(&y, n, r)),
-                    bits(&alone[start + r]),
-                    "{kernel:?}: row {} of an M = {m} call starting at {start}",
-                    start + r
-                );
-            }
-        }
-        let a = run_with(gpu, &op, &x[..64 * k], 64, kernel);
-        let b = run_with(gpu, &op, &x[..64 * k], 64, kernel);
-        assert_eq!(bits(&a), bits(&b), "{kernel:?}: repeated runs");
+        assert_batch_invariant(&format!("{kernel:?}"), &x, (n, k), &alone, |x, m| {
+            run_with(gpu, &op, x, m, kernel)
+        });
     }
 }
 

@@ -111,14 +111,7 @@ fn dense_tiled_kernel_matches_and_is_invariant() {
             );
         }
         let exact = matmul_nt(&x, &stored, m, k, n).unwrap();
-        let mass: Vec<f64> = (0..m * n)
-            .map(|e| {
-                let (r, c) = (e / n, e % n);
-                (0..k)
-                    .map(|t| (f64::from(x[r * k + t]) * f64::from(stored[c * k + t])).abs())
-                    .sum()
-            })
-            .collect();
+        let mass = dense_mass(&x, &stored, m, k, n);
         let depth = onepath::ops::qmm::dense_error_depth(k, op.lanes());
         let ratio = worst_ratio(&exact, &want, &mass);
         assert!(ratio <= depth, "{what}: ratio {ratio} over {depth}");
@@ -152,25 +145,9 @@ fn dense_rows_are_batch_invariant() {
         .map(DKernel::Tiled)
         .chain([DKernel::Gemv]);
     for kernel in kernels {
-        let run =
-            |x: &[f32], m: usize| pollster::block_on(op.run_host_with(gpu, x, m, kernel)).unwrap();
-        for (start, m) in [(0, 1), (0, 2), (0, 7), (5, 7), (0, 64), (3, 64), (0, 300)] {
-            let y = run(&x[start * k..(start + m) * k], m);
-            for r in 0..m {
-                assert_eq!(
-                    bits(row(&y, n, r)),
-                    bits(&alone[start + r]),
-                    "{kernel:?}: row {} of an M = {m} call starting at {start}",
-                    start + r
-                );
-            }
-        }
-        let a = run(&x[..64 * k], 64);
-        assert_eq!(
-            bits(&a),
-            bits(&run(&x[..64 * k], 64)),
-            "{kernel:?}: repeated runs"
-        );
+        assert_batch_invariant(&format!("{kernel:?}"), &x, (n, k), &alone, |x, m| {
+            pollster::block_on(op.run_host_with(gpu, x, m, kernel)).unwrap()
+        });
     }
 }
 
@@ -193,14 +170,7 @@ fn dense_matmul_accuracy_and_invariance() {
         let x = common::randn(&mut common::rng(400 + i as u64), m * k);
         let y = pollster::block_on(op.run_host(gpu, &x, m)).unwrap();
         let want = matmul_nt(&x, &stored, m, k, n).unwrap();
-        let mass: Vec<f64> = (0..m * n)
-            .map(|e| {
-                let (r, c) = (e / n, e % n);
-                (0..k)
-                    .map(|t| (f64::from(x[r * k + t]) * f64::from(stored[c * k + t])).abs())
-                    .sum()
-            })
-            .collect();
+        let mass = dense_mass(&x, &stored, m, k, n);
         let lanes = lanes_dense(k / 8);
         let depth = onepath::ops::qmm::dense_error_depth(k, lanes);
         let ratio = worst_ratio(&want, &y, &mass);

@@ -26,6 +26,8 @@
 //     adds the planes with the tree's top levels. With one split, plane 0 of `out` is y.
 //   Rows of x past M and rows of W past N re-read the last row (valid memory); their results
 //   are not written.
+// The block helpers (T4), the leaf order and the output loop repeat qmatmul_tiled.wgsl's on
+// purpose: WGSL has no include, and both kernels are tested bit for bit against their GEMV.
 
 override DT: u32 = 2u;        // 0 = f32, 1 = f16, 2 = bf16
 override LANES: u32 = 16u;    // lanes per output element: power of two, 1..32

@@ -1,6 +1,7 @@
 //! Helpers for the matmul tests (`qmatmul*.rs`): quantized weights, runs, error measures.
 #![allow(dead_code)]
 
+use crate::common::bits;
 use onepath::gpu::Gpu;
 use onepath::ops::qmm::{DenseMatmul, DenseWeights, QKernel, QMatmul, QWeights};
 use onepath_weights::{DType, QuantizedTensor, quantize};
@@ -122,6 +123,48 @@ pub fn quant_depth(k: usize, group: usize, lanes: u32) -> f64 {
 /// accumulated magnitude; `onepath::reference::roundoff_ratio`).
 pub fn worst_ratio(want: &[f64], got: &[f32], mass: &[f64]) -> f64 {
     onepath::reference::roundoff_ratio(want, got, mass)
+}
+
+/// `sum_k |x_k w_k|` per output of `x W^T` (`x` `[m, k]`, `w` `[n, k]`): the magnitude the dense
+/// kernel accumulates, which scales its error budget.
+pub fn dense_mass(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+    (0..m * n)
+        .map(|e| {
+            let (r, c) = (e / n, e % n);
+            (0..k)
+                .map(|t| (f64::from(x[r * k + t]) * f64::from(w[c * k + t])).abs())
+                .sum()
+        })
+        .collect()
+}
+
+/// Batch invariance of one kernel: `run(x, m)` is an m-row call (output `[m, n]`) and
+/// `alone[r]` row r of `x` computed alone. Every row of calls of M = 1, 2, 7, 64 and 300 rows,
+/// some starting mid-batch, equals its row alone bit for bit, and a repeated call is identical.
+pub fn assert_batch_invariant(
+    what: &str,
+    x: &[f32],
+    (n, k): (usize, usize),
+    alone: &[Vec<f32>],
+    run: impl Fn(&[f32], usize) -> Vec<f32>,
+) {
+    for (start, m) in [(0, 1), (0, 2), (0, 7), (5, 7), (0, 64), (3, 64), (0, 300)] {
+        let y = run(&x[start * k..(start + m) * k], m);
+        for r in 0..m {
+            assert_eq!(
+                bits(row(&y, n, r)),
+                bits(&alone[start + r]),
+                "{what}: row {} of an M = {m} call starting at {start}",
+                start + r
+            );
+        }
+    }
+    let a = run(&x[..64 * k], 64);
+    assert_eq!(
+        bits(&a),
+        bits(&run(&x[..64 * k], 64)),
+        "{what}: repeated runs"
+    );
 }
 
 /// Row `m` of a `[rows, n]` output.

@@ -3,8 +3,8 @@
 //! ([`DKernel`], picked per call by [`dkernel`]).
 
 use super::{
-    MAX_GRID, MT, PreparedMatmul, QKernel, QPlan, Step, TILE_M, TILE_N, check_call, check_splits,
-    lanes_dense, params, push_combine, qkernel, run_batched, tree_planes, weights,
+    Launch, MAX_GRID, MT, PreparedMatmul, QKernel, QPlan, TILE_M, TILE_N, check_call, check_splits,
+    lanes_dense, prepare_call, qkernel, run_batched, weights,
 };
 use crate::{OpError, kernels};
 use onepath_gpu::Gpu;
@@ -174,31 +174,13 @@ impl DenseMatmul {
                 (&self.tiled, (TILE_M, TILE_N), splits)
             }
         };
-        let mut keep = Vec::new();
-        let part = tree_planes(gpu, splits, m, n)?;
-        let out = part.as_ref().unwrap_or(y);
-        let mut steps = Vec::new();
-        for s in &self.weights.splits {
-            let (u, grid) = params(gpu, m, k, n, &s.rows, tile, splits);
-            steps.push(Step {
-                pipeline: pipeline.clone(),
-                bind: gpu.bind(pipeline, &[&u, x, &s.w, out]),
-                grid,
-            });
-            keep.push(u);
-        }
-        if let Some(part) = part {
-            push_combine(
-                gpu,
-                &self.combine,
-                part,
-                y,
-                (m, n, splits),
-                &mut steps,
-                &mut keep,
-            );
-        }
-        Ok(PreparedMatmul { steps, _keep: keep })
+        let launch = Launch {
+            pipeline,
+            tile,
+            splits,
+        };
+        let bindings = self.weights.splits.iter().map(|s| (&s.rows, vec![&s.w]));
+        prepare_call(gpu, launch, &self.combine, (m, k, n), (x, y), bindings)
     }
 
     /// Host convenience, as [`QMatmul::run_host`].

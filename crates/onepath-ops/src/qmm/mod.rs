@@ -473,37 +473,66 @@ fn tree_planes(
     )?))
 }
 
-/// Appends the step of a split tiled call that adds its planes `part` into `y`
-/// (`wgsl/qmatmul_combine.wgsl`).
-fn push_combine(
+/// How a call runs: the pipeline, its workgroup tile (rows of x, rows of W) and the workgroups
+/// each output's fold tree is split over.
+struct Launch<'a> {
+    pipeline: &'a Arc<wgpu::ComputePipeline>,
+    tile: (usize, usize),
+    splits: u32,
+}
+
+/// A call's dispatches: one per binding of W (`bindings`: its rows and the weight buffers bound
+/// between x and the output), each writing `y`, or, for a split tiled call, the planes that a
+/// last step (`combine`, `wgsl/qmatmul_combine.wgsl`) adds into `y`.
+fn prepare_call<'b>(
     gpu: &Gpu,
+    launch: Launch,
     combine: &Arc<wgpu::ComputePipeline>,
-    part: wgpu::Buffer,
-    y: &wgpu::Buffer,
-    (m, n, splits): (usize, usize, u32),
-    steps: &mut Vec<Step>,
-    keep: &mut Vec<wgpu::Buffer>,
-) {
-    let count = m * n;
-    let p = CombineParams {
-        count: count as u32,
-        splits,
-        pad: [0; 2],
-    };
-    let u = gpu.uniform_from("combine params", bytemuck::bytes_of(&p));
-    let blocks = count.div_ceil(COMBINE_WG);
-    let grid = [
-        blocks.min(COMBINE_GRID_X) as u32,
-        blocks.div_ceil(COMBINE_GRID_X) as u32,
-        1,
-    ];
-    steps.push(Step {
-        pipeline: combine.clone(),
-        bind: gpu.bind(combine, &[&u, &part, y]),
-        grid,
-    });
-    keep.push(u);
-    keep.push(part);
+    (m, k, n): (usize, usize, usize),
+    (x, y): (&wgpu::Buffer, &wgpu::Buffer),
+    bindings: impl Iterator<Item = (&'b std::ops::Range<usize>, Vec<&'b wgpu::Buffer>)>,
+) -> Result<PreparedMatmul, OpError> {
+    let part = tree_planes(gpu, launch.splits, m, n)?;
+    let out = part.as_ref().unwrap_or(y);
+    let (mut steps, mut keep) = (Vec::new(), Vec::new());
+    for (rows, w) in bindings {
+        let (u, grid) = params(gpu, m, k, n, rows, launch.tile, launch.splits);
+        let bind = {
+            let mut entries = vec![&u, x];
+            entries.extend(w);
+            entries.push(out);
+            gpu.bind(launch.pipeline, &entries)
+        };
+        steps.push(Step {
+            pipeline: launch.pipeline.clone(),
+            bind,
+            grid,
+        });
+        keep.push(u);
+    }
+    if let Some(part) = part {
+        let count = m * n;
+        let p = CombineParams {
+            count: count as u32,
+            splits: launch.splits,
+            pad: [0; 2],
+        };
+        let u = gpu.uniform_from("combine params", bytemuck::bytes_of(&p));
+        let blocks = count.div_ceil(COMBINE_WG);
+        let grid = [
+            blocks.min(COMBINE_GRID_X) as u32,
+            blocks.div_ceil(COMBINE_GRID_X) as u32,
+            1,
+        ];
+        steps.push(Step {
+            pipeline: combine.clone(),
+            bind: gpu.bind(combine, &[&u, &part, y]),
+            grid,
+        });
+        keep.push(u);
+        keep.push(part);
+    }
+    Ok(PreparedMatmul { steps, _keep: keep })
 }
 
 /// `y = x W^T` with W quantized (MLX affine), dequantised inside the kernel.
@@ -611,31 +640,17 @@ impl QMatmul {
                 (pipeline, (plan.mt as usize, rw), 1)
             }
         };
-        let mut keep = Vec::new();
-        let part = tree_planes(gpu, splits, m, n)?;
-        let out = part.as_ref().unwrap_or(y);
-        let mut steps = Vec::new();
-        for s in &self.weights.splits {
-            let (u, grid) = params(gpu, m, k, n, &s.rows, tile, splits);
-            steps.push(Step {
-                pipeline: pipeline.clone(),
-                bind: gpu.bind(pipeline, &[&u, x, &s.w, &s.sb, out]),
-                grid,
-            });
-            keep.push(u);
-        }
-        if let Some(part) = part {
-            push_combine(
-                gpu,
-                &self.combine,
-                part,
-                y,
-                (m, n, splits),
-                &mut steps,
-                &mut keep,
-            );
-        }
-        Ok(PreparedMatmul { steps, _keep: keep })
+        let launch = Launch {
+            pipeline,
+            tile,
+            splits,
+        };
+        let bindings = self
+            .weights
+            .splits
+            .iter()
+            .map(|s| (&s.rows, vec![&s.w, &s.sb]));
+        prepare_call(gpu, launch, &self.combine, (m, k, n), (x, y), bindings)
     }
 
     /// Host convenience: uploads `x` (`[m, K]`), runs (in row batches if x or y would exceed a
