@@ -27,6 +27,9 @@ for kern in gemv tiled; do
     $op bench qmatmul --m 16,32,64,128,256,512 --kernel $kern --json \
         > "$r/onepath_qmm_$kern.json" 2> "$r/onepath_qmm_$kern.err"
 done
+# A whole decode step's matmuls (Gemma 4 E2B, chained with the model's dependencies), both stacks.
+$op bench step --json > "$r/onepath_step.json" 2> "$r/onepath_step.err"
+(cd bench/peers && python3 torch_step.py) > "$r/torch_step.json" 2> "$r/torch_step.err"
 $op bench bandwidth --json > "$r/bandwidth.json" 2> "$r/bandwidth.err"
 $op bench dispatch --json > "$r/dispatch.json" 2> "$r/dispatch.err"
 (cd bench/peers && python3 torch_dispatch.py) > "$r/torch_dispatch.json" 2> "$r/torch_dispatch.err"

@@ -212,7 +212,7 @@ fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
 }
 
 /// A random `[n, k]` 4-bit quantized matrix with bf16 scales/biases of realistic size.
-fn random_weights(n: usize, k: usize) -> R<QuantizedTensor<'static>> {
+pub(crate) fn random_weights(n: usize, k: usize) -> R<QuantizedTensor<'static>> {
     let groups = n * (k / GROUP);
     let bf = |seed: u64, mag: f32| -> Vec<u8> {
         random_bytes(seed, groups * 2)

@@ -4,6 +4,7 @@ mod bench;
 mod bench_bw;
 mod bench_dispatch;
 mod bench_qmm;
+mod bench_step;
 mod load;
 mod parity;
 mod util;
@@ -108,6 +109,22 @@ enum BenchWhat {
         #[arg(long, value_enum, default_value_t = bench_qmm::WeightsArg::Q4)]
         weights: bench_qmm::WeightsArg,
     },
+    /// The matmuls of one Gemma 4 E2B decode step (277 linears, 4-bit), chained with the
+    /// model's dependencies in one compute pass: time per step, GB/s of weights, and whether
+    /// each row's logits equal its 1-row step's bit for bit.
+    Step {
+        /// Steps per timed pass. With more than 1, a step's ops write buffers the step before
+        /// wrote, so wgpu puts a barrier before every op (write after write), also between ops
+        /// that need none within a step (k and v after q, up after gate).
+        #[arg(long, default_value_t = 1)]
+        iters: u32,
+        /// Rows of x: sequences decoding together (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 4, 8])]
+        m: Vec<usize>,
+        /// Layers of the model to include (1 to 35; fewer for a quick run).
+        #[arg(long, default_value_t = 35)]
+        layers: usize,
+    },
     /// Decode attention: batch 1, 8, 32; 8 query heads on 1 KV head; head_dim 256 and 512;
     /// 4096 and 32768 keys; f16 K/V.
     Sdpa {
@@ -201,6 +218,17 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 shapes,
                 kernel,
                 weights,
+            },
+            cli.json,
+        ),
+        Command::Bench {
+            what: BenchWhat::Step { iters, m, layers },
+        } => bench_step::run(
+            &gpu,
+            &bench_step::StepGrid {
+                iters,
+                ms: m,
+                layers,
             },
             cli.json,
         ),
