@@ -385,6 +385,27 @@ fn bad_inputs_are_named() {
         None,
     ));
     assert!(e.contains("W bytes"), "{e}");
+
+    // A dense GEMV call whose rows of x (2 per workgroup) need more workgroups than a grid
+    // dimension holds: named, with the limit and the way out; the tiled kernel runs it.
+    let w = common::randn(&mut common::rng(40), 16 * 16);
+    let (op, _) = dense(gpu, &w, 16, 16, DType::BF16, None);
+    let m = 140_000;
+    let x = vec![0.5f32; m * 16];
+    let e = err_text(pollster::block_on(op.run_host_with(
+        gpu,
+        &x,
+        m,
+        DKernel::Gemv,
+    )));
+    assert!(
+        e.contains("140000-row") && e.contains("65535") && e.contains("tiled"),
+        "{e}"
+    );
+    let y = pollster::block_on(op.run_host(gpu, &x, m)).unwrap();
+    assert_eq!(op.kernel_for(m), DKernel::Tiled(1));
+    let one = pollster::block_on(op.run_host(gpu, &x[..16], 1)).unwrap();
+    assert_bits("last row of 140000 vs alone", row(&y, 16, m - 1), &one);
 }
 
 /// The decode shapes' K (6144: 64 lanes, 1536: 16 lanes) at 4 and 8 bits: accurate against the

@@ -24,7 +24,9 @@ pub enum OpError {
         value: String,
         why: &'static str,
     },
-    #[error("{0} does not fit in 32-bit GPU addressing; split the call")]
+    /// A call beyond the device's limits (binding size, workgroups per dimension) or 32-bit
+    /// addressing; the string names what and, where it helps, the limit.
+    #[error("{0}: too large for one call on this device; split the call")]
     TooBig(String),
     #[error(transparent)]
     Mask(#[from] onepath_mask::MaskError),

@@ -162,8 +162,8 @@ impl DenseMatmul {
                 let gx = m.div_ceil(plan.mt as usize);
                 if gx > MAX_GRID as usize {
                     return Err(OpError::TooBig(format!(
-                        "a {m}-row dense GEMV call ({gx} workgroups along x, limit {MAX_GRID}); \
-                         use the tiled kernel or fewer rows"
+                        "a {m}-row dense GEMV call ({gx} workgroups along x, limit {MAX_GRID}; \
+                         the tiled kernel takes more rows)"
                     )));
                 }
                 let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;

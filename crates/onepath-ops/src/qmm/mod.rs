@@ -345,7 +345,7 @@ fn check_call(
         }
         if buf.size() > gpu.max_binding() {
             return Err(OpError::TooBig(format!(
-                "{name} ({} bytes, binding limit {}); call with fewer rows",
+                "{name} ({} bytes, binding limit {}; call with fewer rows)",
                 buf.size(),
                 gpu.max_binding()
             )));
@@ -353,7 +353,7 @@ fn check_call(
     }
     if m.div_ceil(MT) > MAX_GRID as usize || (m * n) as u64 > u64::from(u32::MAX) {
         return Err(OpError::TooBig(format!(
-            "a {m}-row call of a {n}-row matrix"
+            "a {m}-row call of a {n}-row matrix (grid or 32-bit addressing)"
         )));
     }
     Ok(())
@@ -450,7 +450,7 @@ fn check_splits(m: usize, splits: u32, lanes: u32) -> Result<(), OpError> {
     if gx > MAX_GRID as usize {
         return Err(OpError::TooBig(format!(
             "a {m}-row tiled call with {splits} splits ({gx} workgroups along x, limit \
-             {MAX_GRID}); use fewer splits or fewer rows"
+             {MAX_GRID}; fewer splits would do)"
         )));
     }
     Ok(())
