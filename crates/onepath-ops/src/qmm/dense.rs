@@ -13,11 +13,12 @@ use std::sync::Arc;
 use super::DenseWeights;
 
 /// Workgroup shape of the dense GEMV kernel (`wgsl/matmul_dense_gemv.wgsl`) for an `m`-row
-/// call of an `[n, k]` matrix (from [`MT`] rows on, the plan of [`MT`]): 4 slots (`wg` = 4 x lanes, at least 64); rows of
-/// W per invocation 1, 2 or 4 as the quantized decode plan takes them (by invocations at 1 row:
-/// up to 2^17, 2^20, beyond), and 4 from 5 rows of x on; 2 rows of x per workgroup (`xrows` =
-/// `mt`), the rest of the rows spread over more workgroups, except 1 for M = 1 when a lane has
-/// at most 8 units. None of it reaches the arithmetic.
+/// call of an `[n, k]` matrix (any M; from [`MT`] rows on, the plan of [`MT`]): 4 slots (`wg` =
+/// 4 x lanes, at least 64); rows of W per invocation 1, 2 or 4 as the quantized decode plan
+/// takes them (by invocations at 1 row: up to 2^17, 2^20, beyond), and 4 from 5 rows of x on;
+/// 2 rows of x per workgroup (`xrows` = `mt`), the rest of the rows spread over more
+/// workgroups, except 1 for M = 1 when a lane has at most 8 units. None of it reaches the
+/// arithmetic.
 ///
 /// (Measured on an H100, bf16, one pass, M = 1 at 1 / 2 rows of x per workgroup: 6144 x 1536
 /// 10.3 / 11.4 us, 12288 x 1536 16.3 / 19.3, 2048 x 1536 6.8 / 7.0 (6 to 8 units a lane);
@@ -183,7 +184,7 @@ impl DenseMatmul {
         prepare_call(gpu, launch, &self.combine, (m, k, n), (x, y), bindings)
     }
 
-    /// Host convenience, as [`QMatmul::run_host`].
+    /// Host convenience, as [`QMatmul::run_host`](super::QMatmul::run_host).
     pub async fn run_host(&self, gpu: &Gpu, x: &[f32], m: usize) -> Result<Vec<f32>, OpError> {
         let (k, n) = (self.weights.cols, self.weights.rows);
         run_batched(gpu, x, m, k, n, |rows, xb, yb| {

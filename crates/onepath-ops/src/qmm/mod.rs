@@ -2,11 +2,11 @@
 //! (f32 / f16 / bf16) weights, plus the quantized embedding gather.
 //!
 //! Every output element `y[m, n]` is reduced over K in one order that depends on K and the
-//! kernel's compile-time constants only (see `wgsl/qmatmul.wgsl` and `wgsl/matmul_dense_gemv.wgsl`):
-//! [`lanes_quant`] / [`lanes_dense`] lanes per element, each over a fixed strided set of K
-//! slices, folded by a fixed pairwise tree. The number of rows M, which rows share a dispatch,
-//! and how W is split across bindings never reach that order, so row `m` of an M-row call has
-//! the bits of the same row computed alone.
+//! kernel's compile-time constants only (see `wgsl/qmatmul.wgsl` and
+//! `wgsl/matmul_dense_gemv.wgsl`): [`lanes_quant`] / [`lanes_dense`] lanes per element, each
+//! over a fixed strided set of K slices, folded by a fixed pairwise tree. The number of rows M,
+//! which rows share a dispatch, and how W is split across bindings never reach that order, so
+//! row `m` of an M-row call has the bits of the same row computed alone.
 //!
 //! Two kernels compute the quantized matmul to the same bits ([`QKernel`], picked per call by
 //! [`qkernel`]): the GEMV kernel below, which splits an output's K over the lanes of a
