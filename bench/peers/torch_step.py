@@ -1,23 +1,26 @@
 """Peer figure for `onepath bench step`: the matmuls of one Gemma 4 E2B decode step in PyTorch
-(tinygemm int4, group 64, bf16 scales and zero points), chained as onepath's bench chains them.
+(tinygemm int4, group 64, bf16 scales and zero points; or, with `bf16` / `f16`, unquantized
+weights through `torch.nn.functional.linear`, cuBLAS), chained as onepath's bench chains them.
 
 The chain mirrors `e2b_step` in crates/onepath-cli/src/bench_step.rs: the per-layer-input
 projection of the token's embedding; per layer q, k, v (layers 0..14 only; full layers 4, 9,
 14, ... have 512-wide heads) reading the layer's input, o reading q, gate and up reading o,
 down reading gate (6144 wide, 12288 from layer 15 on), the per-layer-input gate reading down
 and its projection giving the next layer's input; then the LM head. Norms, RoPE, attention,
-GELU and residual adds are left out on both sides. Each linear has its own weights (about
-1.25 GB in all), so L2 holds none of them from one step to the next.
+GELU and residual adds are left out on both sides. Each linear has its own weights (1.28 GB in
+all at 4 bits, 4.56 GB in bf16), so L2 holds none of them from one step to the next.
 Time: one step replayed from a CUDA graph (`graph_us`) and launched op by op (`loop_us`), each
 the median of 5 timed steps after a 0.3 s warm-up. GB/s = bytes of packed weights + scales and
 zeros / time. Prints one JSON object (progress lines on stderr).
-Run: python3 bench/peers/torch_step.py [M,M,...]   (rows of x, default 1,2,4,8)
+Run: python3 bench/peers/torch_step.py [M,M,...] [q4|bf16|f16]   (rows of x, default 1,2,4,8;
+weights, default q4)
 """
 import json
 import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 from torch_int4 import GROUP, pack  # bench/peers/torch_int4.py, beside this script
 
@@ -64,14 +67,19 @@ def median_us(run, reps=5):
     return sorted(times)[len(times) // 2]
 
 
-def case(ops, weights, wbytes, m):
+def case(ops, weights, wbytes, m, dtype):
     mm = torch.ops.aten._weight_int4pack_mm
-    x0 = torch.randn(m, HIDDEN, device="cuda", dtype=torch.bfloat16)
+    x0 = torch.randn(m, HIDDEN, device="cuda", dtype=dtype)
+
+    def linear(x, w):
+        if isinstance(w, tuple):
+            return mm(x, w[0], GROUP, w[1])
+        return F.linear(x, w)
 
     def step():
         outs = []
-        for (_, _, _, inp), (w, sz) in zip(ops, weights):
-            outs.append(mm(x0 if inp is None else outs[inp], w, GROUP, sz))
+        for (_, _, _, inp), w in zip(ops, weights):
+            outs.append(linear(x0 if inp is None else outs[inp], w))
         return outs[-1]
 
     t0 = time.time()
@@ -98,22 +106,28 @@ def main():
         print(json.dumps({"peer": "torch int4 step", "error": "CUDA is not available"}))
         return 1
     ms = [int(v) for v in sys.argv[1].split(",")] if len(sys.argv) > 1 else [1, 2, 4, 8]
+    fmt = sys.argv[2] if len(sys.argv) > 2 else "q4"
+    dtype = {"q4": torch.bfloat16, "bf16": torch.bfloat16, "f16": torch.float16}[fmt]
     ops = e2b_step()
     weights, wbytes = [], 0
     for _, n, k, _ in ops:
-        sz = (torch.rand(k // GROUP, n, 2, device="cuda") * 0.02 - 0.01).to(torch.bfloat16)
-        weights.append((pack(n, k), sz.contiguous()))
-        wbytes += n * k // 2 + n * (k // GROUP) * 2 * 2
+        if fmt == "q4":
+            sz = (torch.rand(k // GROUP, n, 2, device="cuda") * 0.02 - 0.01).to(torch.bfloat16)
+            weights.append((pack(n, k), sz.contiguous()))
+            wbytes += n * k // 2 + n * (k // GROUP) * 2 * 2
+        else:
+            weights.append((torch.rand(n, k, device="cuda") * 0.1 - 0.05).to(dtype))
+            wbytes += n * k * 2
     rows = []
     for m in ms:
         try:
-            rows.append(case(ops, weights, wbytes, m))
+            rows.append(case(ops, weights, wbytes, m, dtype))
         except Exception as e:  # report, never hide
             rows.append({"m": m, "error": f"{type(e).__name__}: {e}"})
         print(json.dumps(rows[-1]), file=sys.stderr)
-    print(json.dumps({"peer": "torch int4 step (tinygemm)", "torch": torch.__version__,
-                      "device": torch.cuda.get_device_name(), "group_size": GROUP,
-                      "results": rows}))
+    peer = "torch int4 step (tinygemm)" if fmt == "q4" else f"torch {fmt} step (cuBLAS)"
+    print(json.dumps({"peer": peer, "weights": fmt, "torch": torch.__version__,
+                      "device": torch.cuda.get_device_name(), "results": rows}))
     return 0
 
 

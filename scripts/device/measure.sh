@@ -30,6 +30,8 @@ done
 # A whole decode step's matmuls (Gemma 4 E2B, chained with the model's dependencies), both stacks.
 $op bench step --json > "$r/onepath_step.json" 2> "$r/onepath_step.err"
 (cd bench/peers && python3 torch_step.py) > "$r/torch_step.json" 2> "$r/torch_step.err"
+$op bench step --weights bf16 --json > "$r/onepath_step_bf16.json" 2> "$r/onepath_step_bf16.err"
+(cd bench/peers && python3 torch_step.py 1,2,4,8 bf16) > "$r/torch_step_bf16.json" 2> "$r/torch_step_bf16.err"
 $op bench bandwidth --json > "$r/bandwidth.json" 2> "$r/bandwidth.err"
 $op bench dispatch --json > "$r/dispatch.json" 2> "$r/dispatch.err"
 (cd bench/peers && python3 torch_dispatch.py) > "$r/torch_dispatch.json" 2> "$r/torch_dispatch.err"

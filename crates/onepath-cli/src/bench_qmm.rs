@@ -44,7 +44,7 @@ pub enum KernelArg {
 
 /// The kernel a timed call runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chosen {
+pub(crate) enum Chosen {
     Q(QKernel),
     D(DKernel),
 }
@@ -86,7 +86,7 @@ pub struct QmmGrid {
 }
 
 /// A matrix the bench times: quantized, or dense bytes of `dtype`.
-enum Src {
+pub(crate) enum Src {
     Q(QuantizedTensor<'static>),
     Dense {
         bytes: Vec<u8>,
@@ -97,7 +97,7 @@ enum Src {
 }
 
 impl Src {
-    fn new(w: WeightsArg, n: usize, k: usize) -> R<Src> {
+    pub(crate) fn new(w: WeightsArg, n: usize, k: usize) -> R<Src> {
         let dtype = match w {
             WeightsArg::Q4 => return Ok(Src::Q(random_weights(n, k)?)),
             WeightsArg::Bf16 => DType::BF16,
@@ -119,7 +119,7 @@ impl Src {
     }
 
     /// Bytes one M = 1 call must read.
-    fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         match self {
             Src::Q(q) => q.weight_bytes().len() + q.scales_bytes().len() + q.biases_bytes().len(),
             Src::Dense { bytes, .. } => bytes.len(),
@@ -127,7 +127,7 @@ impl Src {
     }
 
     /// One copy on the GPU, its pipelines compiled.
-    fn upload(&self, gpu: &Gpu) -> R<Op> {
+    pub(crate) fn upload(&self, gpu: &Gpu) -> R<Op> {
         Ok(match self {
             Src::Q(q) => Op::Q(pollster::block_on(QMatmul::new(
                 gpu,
@@ -142,14 +142,14 @@ impl Src {
 }
 
 /// An uploaded matrix with its op.
-enum Op {
+pub(crate) enum Op {
     Q(QMatmul),
     Dense(DenseMatmul),
 }
 
 impl Op {
     /// The kernel a call of `m` rows runs under `--kernel`.
-    fn kernel(&self, m: usize, arg: KernelArg) -> R<Chosen> {
+    pub(crate) fn kernel(&self, m: usize, arg: KernelArg) -> R<Chosen> {
         use onepath_ops::qmm::tiled_splits;
         Ok(match (self, arg) {
             (Op::Q(op), KernelArg::Auto) => Chosen::Q(op.kernel_for(m)),
@@ -173,7 +173,7 @@ impl Op {
         }
     }
 
-    fn prepare(
+    pub(crate) fn prepare(
         &self,
         gpu: &Gpu,
         m: usize,
@@ -212,7 +212,7 @@ fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
 }
 
 /// A random `[n, k]` 4-bit quantized matrix with bf16 scales/biases of realistic size.
-pub(crate) fn random_weights(n: usize, k: usize) -> R<QuantizedTensor<'static>> {
+fn random_weights(n: usize, k: usize) -> R<QuantizedTensor<'static>> {
     let groups = n * (k / GROUP);
     let bf = |seed: u64, mag: f32| -> Vec<u8> {
         random_bytes(seed, groups * 2)

@@ -2,9 +2,9 @@
 //! records them, so that what a served token costs in weights is measured rather than
 //! estimated from single matmuls.
 //!
-//! Every linear of the step with its real shape, 4-bit group 64 with bf16 scales and biases,
-//! random and distinct per layer (1.25 GB of weights, so nothing stays in L2 from one step to
-//! the next), in forward order with the real data dependencies among the matmuls: q, k and v
+//! Every linear of the step with its real shape, 4-bit group 64 with bf16 scales and biases
+//! (or unquantized bf16 / f16 with `--weights`), random and distinct per layer (1.28 GB of
+//! weights at 4 bits, 4.56 GB in bf16, so nothing stays in L2 from one step to the next), in forward order with the real data dependencies among the matmuls: q, k and v
 //! read the layer's input; o reads q; gate and up read o; down reads gate; the per-layer-input
 //! gate reads down and its projection gives the next layer's input; the LM head reads the last.
 //! What lies between them in the model (norms, RoPE, attention, GELU, residual adds) is left
@@ -12,9 +12,10 @@
 //! need no barrier between them. All of it is one compute pass, timed at its two ends.
 //! `bench/peers/torch_step.py` builds the same chain for PyTorch (tinygemm).
 
+use crate::bench_qmm::{KernelArg, Op, Src, WeightsArg};
 use crate::util::{adapter_json, rms_rows, yes};
 use onepath_gpu::{Gpu, read_buffer_as, wgpu};
-use onepath_ops::qmm::{PreparedMatmul, QMatmul, QWeights};
+use onepath_ops::qmm::PreparedMatmul;
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -82,25 +83,25 @@ pub struct StepGrid {
     pub iters: u32,
     pub ms: Vec<usize>,
     pub layers: usize,
+    pub weights: WeightsArg,
 }
 
 /// The chain on the GPU: every linear uploaded once.
 struct Chain {
     links: Vec<Link>,
-    ops: Vec<QMatmul>,
+    ops: Vec<Op>,
     bytes: u64,
 }
 
 impl Chain {
-    fn upload(gpu: &Gpu, layers: usize) -> R<Chain> {
+    fn upload(gpu: &Gpu, layers: usize, weights: WeightsArg) -> R<Chain> {
         let links = e2b_step(layers);
         let mut ops = Vec::with_capacity(links.len());
         let mut bytes = 0;
         for l in &links {
-            let q = crate::bench_qmm::random_weights(l.n, l.k)?;
-            let w = QWeights::upload(gpu, &q).map_err(|e| format!("{}: {e}", l.what))?;
-            bytes += w.bytes();
-            ops.push(pollster::block_on(QMatmul::new(gpu, w))?);
+            let src = Src::new(weights, l.n, l.k)?;
+            bytes += src.bytes() as u64;
+            ops.push(src.upload(gpu).map_err(|e| format!("{}: {e}", l.what))?);
         }
         Ok(Chain { links, ops, bytes })
     }
@@ -118,7 +119,7 @@ impl Chain {
         for (l, op) in self.links.iter().zip(&self.ops) {
             let y = gpu.storage(&l.what, (m * l.n * 4) as u64)?;
             let input = l.input.map_or(&x0, |i| &outs[i]);
-            calls.push(op.prepare(gpu, m, input, &y)?);
+            calls.push(op.prepare(gpu, m, input, &y, op.kernel(m, KernelArg::Auto)?)?);
             outs.push(y);
         }
         Ok((outs, calls, x0))
@@ -135,10 +136,11 @@ fn time_step(gpu: &Gpu, chain: &Chain, m: usize, iters: u32) -> R<(Option<f64>, 
             c.dispatch(pass);
         }
     };
-    // Warm-up: 0.3 s of back-to-back steps, so the GPU's clocks are up (the first timed case
-    // ran 2.8 times slow without it on an H100 fresh from idle).
+    // Warm-up: 1 s of back-to-back steps, so the GPU's clocks are up. On an H100 left idle
+    // while the host made the weights, the first timed case ran 2.8 times slow without one,
+    // and still with 0.3 s after the bf16 weights' 10 s or so.
     let warm = std::time::Instant::now();
-    while warm.elapsed().as_millis() < 300 {
+    while warm.elapsed().as_millis() < 1000 {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         record(&mut enc.begin_compute_pass(&Default::default()), 0);
         gpu.queue.submit([enc.finish()]);
@@ -175,13 +177,18 @@ pub fn run(gpu: &Gpu, grid: &StepGrid, as_json: bool) -> R<ExitCode> {
     if !(1..=LAYERS).contains(&grid.layers) {
         return Err(format!("--layers {}: Gemma 4 E2B has 1 to {LAYERS}", grid.layers).into());
     }
-    let chain = Chain::upload(gpu, grid.layers)?;
+    let chain = Chain::upload(gpu, grid.layers, grid.weights)?;
+    let format = match grid.weights {
+        WeightsArg::Q4 => "4-bit group 64",
+        WeightsArg::Bf16 => "bf16",
+        WeightsArg::F16 => "f16",
+    };
     let n_ops = chain.links.len();
     if !as_json {
         println!("adapter: {}", gpu.describe());
         println!(
             "Gemma 4 E2B decode step, matmuls only ({} layers + the per-layer-input projection \
-             and the LM head: {n_ops} linears, 4-bit group 64, {:.0} MB of weights), chained \
+             and the LM head: {n_ops} linears, {format}, {:.0} MB of weights), chained \
              with the model's dependencies in one compute pass; time = GPU timestamps, median \
              of spans\n",
             grid.layers,
@@ -217,13 +224,13 @@ pub fn run(gpu: &Gpu, grid: &StepGrid, as_json: bool) -> R<ExitCode> {
     }
     if as_json {
         let out = json!({"adapter": adapter_json(gpu), "bench": "step", "model": "gemma4-e2b",
-            "layers": grid.layers, "linears": n_ops, "weight_bytes": chain.bytes,
+            "weights": format, "layers": grid.layers, "linears": n_ops, "weight_bytes": chain.bytes,
             "iters": grid.iters, "all_rows_equal_m1": all_equal, "results": rows});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "\nGB/s = bytes of packed weights + scales + biases / step time. =M1: the logits of \
-             rows 0 and M-1 equal those rows' 1-row steps, bit for bit. Peer: \
+            "\nGB/s = bytes of weights (at 4 bits: codes + scales + biases) / step time. =M1: \
+             the logits of rows 0 and M-1 equal those rows' 1-row steps, bit for bit. Peer: \
              bench/peers/torch_step.py (BENCHMARKS.md)."
         );
     }

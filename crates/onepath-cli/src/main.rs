@@ -109,7 +109,7 @@ enum BenchWhat {
         #[arg(long, value_enum, default_value_t = bench_qmm::WeightsArg::Q4)]
         weights: bench_qmm::WeightsArg,
     },
-    /// The matmuls of one Gemma 4 E2B decode step (277 linears, 4-bit), chained with the
+    /// The matmuls of one Gemma 4 E2B decode step (277 linears, 4-bit or bf16), chained with the
     /// model's dependencies in one compute pass: time per step, GB/s of weights, and whether
     /// each row's logits equal its 1-row step's bit for bit.
     Step {
@@ -124,6 +124,9 @@ enum BenchWhat {
         /// Layers of the model to include (1 to 35; fewer for a quick run).
         #[arg(long, default_value_t = 35)]
         layers: usize,
+        /// Weight format: MLX 4-bit (q4), or unquantized bf16 / f16 (the dense kernels).
+        #[arg(long, value_enum, default_value_t = bench_qmm::WeightsArg::Q4)]
+        weights: bench_qmm::WeightsArg,
     },
     /// Decode attention: batch 1, 8, 32; 8 query heads on 1 KV head; head_dim 256 and 512;
     /// 4096 and 32768 keys; f16 K/V.
@@ -222,13 +225,20 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             cli.json,
         ),
         Command::Bench {
-            what: BenchWhat::Step { iters, m, layers },
+            what:
+                BenchWhat::Step {
+                    iters,
+                    m,
+                    layers,
+                    weights,
+                },
         } => bench_step::run(
             &gpu,
             &bench_step::StepGrid {
                 iters,
                 ms: m,
                 layers,
+                weights,
             },
             cli.json,
         ),
