@@ -15,7 +15,7 @@
 use crate::util::{adapter_json, rms_rows};
 use onepath_gpu::Gpu;
 use onepath_ops::qmm::{
-    DKernel, DenseMatmul, DenseWeights, QKernel, QMatmul, QWeights, dense_error_depth, lanes_dense,
+    DKernel, DenseMatmul, DenseWeights, QKernel, QMatmul, QWeights, dense_error_depth,
     quant_error_depth,
 };
 use onepath_ref::roundoff_ratio;
@@ -67,6 +67,30 @@ struct Check {
 }
 
 impl Check {
+    fn new(budget: f64) -> Check {
+        Check {
+            worst_ratio: 0.0,
+            budget,
+            rows_equal_alone: true,
+            kernels: Vec::new(),
+        }
+    }
+
+    /// Adds kernel `name`'s call `y` (ROWS rows of `n`): its error against the reference
+    /// (`want`, `mass`) and whether its first and last rows equal those rows `alone`.
+    fn add(
+        &mut self,
+        name: &'static str,
+        y: &[f32],
+        (want, mass): (&[f64], &[f64]),
+        alone: &[Vec<f32>; 2],
+        n: usize,
+    ) {
+        self.worst_ratio = self.worst_ratio.max(roundoff_ratio(want, y, mass));
+        self.rows_equal_alone &= rows_equal(y, alone, n);
+        self.kernels.push(name);
+    }
+
     fn ok(&self) -> bool {
         self.worst_ratio <= self.budget && self.rows_equal_alone
     }
@@ -204,17 +228,10 @@ fn check_quant(
         }
         Ok((w, wa))
     })?;
-    let mut check = Check {
-        worst_ratio: 0.0,
-        budget: quant_error_depth(k, g, op.lanes()),
-        rows_equal_alone: true,
-        kernels: Vec::new(),
-    };
+    let mut check = Check::new(quant_error_depth(k, g, op.lanes()));
     for (name, kernel) in [("gemv", QKernel::Gemv), ("tiled", QKernel::Tiled(1))] {
         let y = pollster::block_on(op.run_host_with(gpu, &x, ROWS, kernel))?;
-        check.worst_ratio = check.worst_ratio.max(roundoff_ratio(&want, &y, &mass));
-        check.rows_equal_alone &= rows_equal(&y, &alone, n);
-        check.kernels.push(name);
+        check.add(name, &y, (&want, &mass), &alone, n);
     }
     Ok((check, bytes, bindings))
 }
@@ -241,17 +258,10 @@ fn check_dense(
         let a = v.iter().map(|x| x.abs()).collect();
         Ok((v, a))
     })?;
-    let mut check = Check {
-        worst_ratio: 0.0,
-        budget: dense_error_depth(k, lanes_dense(k / 8)),
-        rows_equal_alone: true,
-        kernels: Vec::new(),
-    };
+    let mut check = Check::new(dense_error_depth(k, op.lanes()));
     for (name, kernel) in [("dgemv", DKernel::Gemv), ("dtiled", DKernel::Tiled(1))] {
         let y = pollster::block_on(op.run_host_with(gpu, &x, ROWS, kernel))?;
-        check.worst_ratio = check.worst_ratio.max(roundoff_ratio(&want, &y, &mass));
-        check.rows_equal_alone &= rows_equal(&y, &alone, n);
-        check.kernels.push(name);
+        check.add(name, &y, (&want, &mass), &alone, n);
     }
     Ok((check, bytes, bindings))
 }

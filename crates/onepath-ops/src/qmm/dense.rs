@@ -3,7 +3,7 @@
 //! ([`DKernel`], picked per call by [`dkernel`]).
 
 use super::{
-    Launch, MAX_GRID, MT, PreparedMatmul, QKernel, QPlan, TILE_M, TILE_N, check_call, check_splits,
+    Launch, MT, PreparedMatmul, QKernel, QPlan, TILE_M, TILE_N, check_call, check_splits,
     lanes_dense, prepare_call, qkernel, run_batched, weights,
 };
 use crate::{OpError, kernels};
@@ -160,18 +160,11 @@ impl DenseMatmul {
         let (pipeline, tile, splits) = match kernel {
             DKernel::Gemv => {
                 let (p, plan) = &self.gemv[usize::from(m > 1) + usize::from(m > 4)];
-                let gx = m.div_ceil(plan.mt as usize);
-                if gx > MAX_GRID as usize {
-                    return Err(OpError::TooBig(format!(
-                        "a {m}-row dense GEMV call ({gx} workgroups along x, limit {MAX_GRID}; \
-                         the tiled kernel takes more rows)"
-                    )));
-                }
                 let rw = (plan.wg / self.lanes) as usize * plan.rows as usize;
                 (p, (plan.mt as usize, rw), 1)
             }
             DKernel::Tiled(splits) => {
-                check_splits(m, splits, self.lanes)?;
+                check_splits(splits, self.lanes)?;
                 (&self.tiled, (TILE_M, TILE_N), splits)
             }
         };

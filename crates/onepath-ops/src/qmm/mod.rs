@@ -111,7 +111,7 @@ pub fn tiled_splits(m: usize, n: usize, lanes: u32) -> u32 {
     splits
 }
 
-pub(crate) const MAX_GRID: u32 = 65535;
+const MAX_GRID: u32 = 65535;
 
 /// Invocations per workgroup of the quantized kernel below 32 lanes for more than [`MT`] rows
 /// (256 from 32 lanes on; decode calls take 4 x lanes, at least 64; see [`qplan`]).
@@ -408,7 +408,9 @@ fn grid(m: usize, mt: usize, n: usize, rw: usize) -> (u32, u32, u32, u32) {
 }
 
 /// The uniform block and grid of one dispatch over the rows `r` of W (of `n_total`), with the
-/// workgroup tile `(mt, rw)`: rows of x by rows of W, and `splits` workgroups per output.
+/// workgroup tile `(mt, rw)`: rows of x by rows of W, and `splits` workgroups per output. Every
+/// kernel's grid is sized here, so this is where a call whose rows of x need more workgroups
+/// along x than a grid dimension holds is refused.
 fn params(
     gpu: &Gpu,
     m: usize,
@@ -417,7 +419,19 @@ fn params(
     r: &std::ops::Range<usize>,
     (mt, rw): (usize, usize),
     splits: u32,
-) -> (wgpu::Buffer, [u32; 3]) {
+) -> Result<(wgpu::Buffer, [u32; 3]), OpError> {
+    let gx = m.div_ceil(mt) * splits as usize;
+    if gx > MAX_GRID as usize {
+        return Err(OpError::TooBig(format!(
+            "a {m}-row call in workgroups of {mt} rows of x{} ({gx} workgroups along x, limit \
+             {MAX_GRID}; fewer rows, fewer splits or the tiled kernel's 32-row tiles would fit)",
+            if splits > 1 {
+                format!(" with {splits} splits")
+            } else {
+                String::new()
+            }
+        )));
+    }
     let (gx, gy, gz, blocks) = grid(m, mt, r.len(), rw);
     let gx = gx * splits;
     let p = MmParams {
@@ -430,28 +444,21 @@ fn params(
         grid_y: gy,
         splits,
     };
-    (
+    Ok((
         gpu.uniform_from("matmul params", bytemuck::bytes_of(&p)),
         [gx, gy, gz],
-    )
+    ))
 }
 
-/// Checks a tiled call's splits: a power of two, at most [`MAX_SPLITS`] and the lanes, and a
-/// grid within the device's limit.
-fn check_splits(m: usize, splits: u32, lanes: u32) -> Result<(), OpError> {
+/// Checks a tiled call's splits: a power of two, at most [`MAX_SPLITS`] and the lanes (the
+/// grid they make is checked with every grid, in `params`).
+fn check_splits(splits: u32, lanes: u32) -> Result<(), OpError> {
     if !splits.is_power_of_two() || splits > MAX_SPLITS.min(lanes) {
         return Err(OpError::Param {
             what: "splits of a tiled call",
             value: format!("{splits} (this matrix has {lanes} lanes)"),
             why: "a power of two, at most 16 and at most the lanes",
         });
-    }
-    let gx = m.div_ceil(TILE_M) * splits as usize;
-    if gx > MAX_GRID as usize {
-        return Err(OpError::TooBig(format!(
-            "a {m}-row tiled call with {splits} splits ({gx} workgroups along x, limit \
-             {MAX_GRID}; fewer splits would do)"
-        )));
     }
     Ok(())
 }
@@ -496,7 +503,7 @@ fn prepare_call<'b>(
     let out = part.as_ref().unwrap_or(y);
     let (mut steps, mut keep) = (Vec::new(), Vec::new());
     for (rows, w) in bindings {
-        let (u, grid) = params(gpu, m, k, n, rows, launch.tile, launch.splits);
+        let (u, grid) = params(gpu, m, k, n, rows, launch.tile, launch.splits)?;
         let bind = {
             let mut entries = vec![&u, x];
             entries.extend(w);
@@ -625,7 +632,7 @@ impl QMatmul {
         check_call(gpu, m, k, n, x, y)?;
         let (pipeline, tile, splits) = match kernel {
             QKernel::Tiled(splits) => {
-                check_splits(m, splits, self.lanes)?;
+                check_splits(splits, self.lanes)?;
                 (&self.tiled, (TILE_M, TILE_N), splits)
             }
             QKernel::Gemv => {
