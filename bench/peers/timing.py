@@ -6,32 +6,47 @@ import time
 import torch
 
 
+def capture_graph(calls):
+    """`calls` captured into a CUDA graph (after one warm run on a side stream, as PyTorch
+    requires); returns the graph. Raises if the calls cannot be captured."""
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        calls()  # warm the stream before capture
+    torch.cuda.current_stream().wait_stream(s)
+    with torch.cuda.graph(g):
+        calls()
+    return g
+
+
+def event_spans_us(run, reps):
+    """`reps` timings of `run()` (µs), each from CUDA events at its two ends, each behind an
+    untimed `run()` that keeps the GPU busy up to it."""
+    spans = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        run()
+        start.record()
+        run()
+        end.record()
+        torch.cuda.synchronize()
+        spans.append(start.elapsed_time(end) * 1e3)
+    return spans
+
+
 def span_us(calls, iters):
     """Per-call time from events at the two ends of `iters` back-to-back calls replayed from a
     CUDA graph (no launch gaps: the same thing onepath's headline figure measures). Falls back
     to plain launches if the call cannot be captured."""
     try:
-        g = torch.cuda.CUDAGraph()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            calls()  # warm the stream before capture
-        torch.cuda.current_stream().wait_stream(s)
-        with torch.cuda.graph(g):
-            calls()
-        run, how = g.replay, "cuda_graph"
+        run, how = capture_graph(calls).replay, "cuda_graph"
     except Exception as e:  # report, never hide
         print(f"graph capture failed ({e}); timing plain launches", file=sys.stderr)
         run, how = calls, "launches"
     run()
     torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    run()  # keep the GPU busy up to the first timed call
-    start.record()
-    run()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1e3 / iters, how
+    return event_spans_us(run, 1)[0] / iters, how
 
 
 def time_calls(call, copies, iters=20):
@@ -60,13 +75,7 @@ def time_calls(call, copies, iters=20):
             call(it % copies)
 
     span, how = span_us(calls, iters)
-    calls()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    calls()
-    end.record()
-    torch.cuda.synchronize()
-    return us, span, how, start.elapsed_time(end) * 1e3 / iters
+    return us, span, how, event_spans_us(calls, 1)[0] / iters
 
 
 def result(n, k, m, wbytes, copies, figures):

@@ -12,21 +12,14 @@ import sys
 
 import torch
 
+from timing import capture_graph, event_spans_us  # bench/peers/timing.py, beside this script
+
 CALLS = 200
 REPEATS = 7
 
 
 def per_call_us(run):
-    best = float("inf")
-    for _ in range(REPEATS):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        run()  # keep the GPU busy up to the timed calls
-        start.record()
-        run()
-        end.record()
-        torch.cuda.synchronize()
-        best = min(best, start.elapsed_time(end) * 1e3 / CALLS)
-    return best
+    return min(event_spans_us(run, REPEATS)) / CALLS
 
 
 def main():
@@ -42,15 +35,7 @@ def main():
                 x.add_(1)
 
         launches = per_call_us(calls)
-        g = torch.cuda.CUDAGraph()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            calls()
-        torch.cuda.current_stream().wait_stream(s)
-        with torch.cuda.graph(g):
-            calls()
-        graph = per_call_us(g.replay)
+        graph = per_call_us(capture_graph(calls).replay)
         rows.append({"workgroups_of_64": groups, "launches_us": launches, "cuda_graph_us": graph})
         print(json.dumps(rows[-1]), file=sys.stderr)
     print(json.dumps({"peer": "torch in-place add, dependent kernels", "torch": torch.__version__,

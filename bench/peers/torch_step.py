@@ -22,6 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from timing import capture_graph, event_spans_us  # bench/peers/timing.py, beside this script
 from torch_int4 import GROUP, pack  # bench/peers/torch_int4.py, beside this script
 
 HIDDEN, LAYERS, FIRST_SHARED, VOCAB, PLE = 1536, 35, 15, 262144, 256
@@ -55,16 +56,8 @@ def e2b_step(layers=LAYERS):
 
 
 def median_us(run, reps=5):
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        run()  # keep the GPU busy up to the timed step
-        start.record()
-        run()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return sorted(times)[len(times) // 2]
+    times = sorted(event_spans_us(run, reps))
+    return times[len(times) // 2]
 
 
 def case(ops, weights, wbytes, m, dtype):
@@ -87,15 +80,7 @@ def case(ops, weights, wbytes, m, dtype):
         step()
         torch.cuda.synchronize()
     loop = median_us(step)
-    g = torch.cuda.CUDAGraph()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        step()
-    torch.cuda.current_stream().wait_stream(s)
-    with torch.cuda.graph(g):
-        step()
-    graph = median_us(g.replay)
+    graph = median_us(capture_graph(step).replay)
     return {"m": m, "linears": len(ops), "weight_bytes": wbytes, "graph_us": graph,
             "graph_gb_s": wbytes / (graph * 1e3), "loop_us": loop,
             "loop_gb_s": wbytes / (loop * 1e3)}
