@@ -234,6 +234,17 @@ fn chunk_and_group_constants_match_the_planner() {
         onepath::ops::sdpa::GROUP_WORDS,
         "GROUP_WORDS"
     );
+    for file in ["sdpa_chunk.wgsl", "sdpa_chunk_row.wgsl"] {
+        let (name, src) = wgsl_files()
+            .into_iter()
+            .find(|(n, _)| n == file)
+            .expect("the chunk kernels");
+        assert_eq!(
+            const_u32(&parse(&name, &src), "PAGE"),
+            onepath::ops::sdpa::PAGE_KEYS,
+            "PAGE in {file}"
+        );
+    }
 }
 
 /// The quantized GEMV kernel's rows of x per workgroup are the host's (it sizes the grid with

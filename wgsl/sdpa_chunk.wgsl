@@ -27,6 +27,7 @@ const CHUNK: u32 = 256u;         // keys per chunk: fixed forever, part of the n
 const ROWS: u32 = 8u;            // query rows per workgroup (e.g. 8 query heads sharing a KV head)
 const WG: u32 = 256u;            // invocations (WebGPU's default maximum)
 const NONE: u32 = 0xffffffffu;
+const PAGE: u32 = 64u;          // keys per KV-cache page (a multiple of the 32-key K block)
 const GROUP_WORDS: u32 = 40u;    // words of a group record in `plan`
 const LOWEST: f32 = -3.4028235e38;
 // vec4 offsets inside the workgroup union `u` for the small per-chunk values.
@@ -49,7 +50,7 @@ struct Params {
 }
 
 // plan, group record (at GROUP_WORDS * g): key_base, lo, n_rows, max_hi, same (1: every row
-//   attends one shared span), 0, 0, 0, row ids [8], q offsets [8], partial base [8] (first
+//   attends one shared span), page table (plan index, or NONE: contiguous), 0, 0, row ids [8], q offsets [8], partial base [8] (first
 //   partial of the row in slot r), chunk count [8]
 // plan, row record (at rows_off + 8 * r): q_off, hi, dense_off, part_base, n_chunks, out_off, lo, 0
 // plan, item (at items_off + 2 * i): group, chunk
@@ -69,6 +70,19 @@ struct Params {
 //     sums at RSUM), then the probabilities (-1 marks a key outside the row's set);
 //   phase 5: split partials [pair][x_a, x_b, y_a, y_b].
 var<workgroup> u: array<vec4<f32>, U_LEN>;
+
+// Row-major element offset of key `j` (relative to the group's key 0) of the group at plan
+// word `g`: `key_base + j * kv_stride` for contiguous storage; with a page table (group word 5
+// holds its plan index), logical page `j / PAGE` maps to a physical page, and the key is slot
+// `page * PAGE + j % PAGE` of the cache. Only addresses change: the arithmetic is the same.
+fn key_elem(g: u32, j: u32) -> u32 {
+    let tab = plan[g + 5u];
+    if (tab == NONE) {
+        return plan[g] + j * prm.kv_stride;
+    }
+    let slot = plan[tab + j / PAGE] * PAGE + j % PAGE;
+    return plan[g] + slot * prm.kv_stride;
+}
 
 fn in_set(row: u32, j: u32, lo: u32) -> bool {
     let hi = plan[prm.rows_off + 8u * row + 1u];
@@ -287,7 +301,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let it = select(0u, item, live);
     let g = GROUP_WORDS * plan[prm.items_off + 2u * it];
     let chunk = plan[prm.items_off + 2u * it + 1u];
-    let key_base = plan[g];
     let lo = plan[g + 1u];
     let nr = select(0u, plan[g + 2u], live);
     let max_hi = plan[g + 3u];
@@ -319,7 +332,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
     if (valid != 0u) {
-        acc = dots(key_base + j * prm.kv_stride);
+        acc = dots(key_elem(g, j));
     }
     let bits_a = vec4<u32>(1u, 2u, 4u, 8u);
     let va = (vec4<u32>(valid) & bits_a) != vec4<u32>(0u);
@@ -342,8 +355,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let k_end = select(0u, min(CHUNK, max_hi - start), live && max_hi > start);
     let k0 = sp * span;
     let k1 = min(k0 + span, k_end);
-    let vbase = key_base + start * prm.kv_stride;
-    let vs = prm.kv_stride;
     let pre = D <= 256u && k0 + 16u <= k1;
     var f0 = vec2<u32>(0u);
     var f1 = vec2<u32>(0u);
@@ -362,22 +373,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var f14 = vec2<u32>(0u);
     var f15 = vec2<u32>(0u);
     if (pre) {
-        f0 = v_words(vbase + (k0 + 0u) * vs, pair);
-        f1 = v_words(vbase + (k0 + 1u) * vs, pair);
-        f2 = v_words(vbase + (k0 + 2u) * vs, pair);
-        f3 = v_words(vbase + (k0 + 3u) * vs, pair);
-        f4 = v_words(vbase + (k0 + 4u) * vs, pair);
-        f5 = v_words(vbase + (k0 + 5u) * vs, pair);
-        f6 = v_words(vbase + (k0 + 6u) * vs, pair);
-        f7 = v_words(vbase + (k0 + 7u) * vs, pair);
-        f8 = v_words(vbase + (k0 + 8u) * vs, pair);
-        f9 = v_words(vbase + (k0 + 9u) * vs, pair);
-        f10 = v_words(vbase + (k0 + 10u) * vs, pair);
-        f11 = v_words(vbase + (k0 + 11u) * vs, pair);
-        f12 = v_words(vbase + (k0 + 12u) * vs, pair);
-        f13 = v_words(vbase + (k0 + 13u) * vs, pair);
-        f14 = v_words(vbase + (k0 + 14u) * vs, pair);
-        f15 = v_words(vbase + (k0 + 15u) * vs, pair);
+        f0 = v_words(key_elem(g, start + k0 + 0u), pair);
+        f1 = v_words(key_elem(g, start + k0 + 1u), pair);
+        f2 = v_words(key_elem(g, start + k0 + 2u), pair);
+        f3 = v_words(key_elem(g, start + k0 + 3u), pair);
+        f4 = v_words(key_elem(g, start + k0 + 4u), pair);
+        f5 = v_words(key_elem(g, start + k0 + 5u), pair);
+        f6 = v_words(key_elem(g, start + k0 + 6u), pair);
+        f7 = v_words(key_elem(g, start + k0 + 7u), pair);
+        f8 = v_words(key_elem(g, start + k0 + 8u), pair);
+        f9 = v_words(key_elem(g, start + k0 + 9u), pair);
+        f10 = v_words(key_elem(g, start + k0 + 10u), pair);
+        f11 = v_words(key_elem(g, start + k0 + 11u), pair);
+        f12 = v_words(key_elem(g, start + k0 + 12u), pair);
+        f13 = v_words(key_elem(g, start + k0 + 13u), pair);
+        f14 = v_words(key_elem(g, start + k0 + 14u), pair);
+        f15 = v_words(key_elem(g, start + k0 + 15u), pair);
     }
 
     // Phase 2: per-row maximum over the chunk (max is exact: any order gives the same value).
@@ -426,22 +437,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         kk += 16u;
     }
     for (; kk + 16u <= k1; kk += 16u) {
-        let v0 = load_v2(vbase + (kk + 0u) * vs, pair);
-        let v1 = load_v2(vbase + (kk + 1u) * vs, pair);
-        let v2 = load_v2(vbase + (kk + 2u) * vs, pair);
-        let v3 = load_v2(vbase + (kk + 3u) * vs, pair);
-        let v4 = load_v2(vbase + (kk + 4u) * vs, pair);
-        let v5 = load_v2(vbase + (kk + 5u) * vs, pair);
-        let v6 = load_v2(vbase + (kk + 6u) * vs, pair);
-        let v7 = load_v2(vbase + (kk + 7u) * vs, pair);
-        let v8 = load_v2(vbase + (kk + 8u) * vs, pair);
-        let v9 = load_v2(vbase + (kk + 9u) * vs, pair);
-        let v10 = load_v2(vbase + (kk + 10u) * vs, pair);
-        let v11 = load_v2(vbase + (kk + 11u) * vs, pair);
-        let v12 = load_v2(vbase + (kk + 12u) * vs, pair);
-        let v13 = load_v2(vbase + (kk + 13u) * vs, pair);
-        let v14 = load_v2(vbase + (kk + 14u) * vs, pair);
-        let v15 = load_v2(vbase + (kk + 15u) * vs, pair);
+        let v0 = load_v2(key_elem(g, start + kk + 0u), pair);
+        let v1 = load_v2(key_elem(g, start + kk + 1u), pair);
+        let v2 = load_v2(key_elem(g, start + kk + 2u), pair);
+        let v3 = load_v2(key_elem(g, start + kk + 3u), pair);
+        let v4 = load_v2(key_elem(g, start + kk + 4u), pair);
+        let v5 = load_v2(key_elem(g, start + kk + 5u), pair);
+        let v6 = load_v2(key_elem(g, start + kk + 6u), pair);
+        let v7 = load_v2(key_elem(g, start + kk + 7u), pair);
+        let v8 = load_v2(key_elem(g, start + kk + 8u), pair);
+        let v9 = load_v2(key_elem(g, start + kk + 9u), pair);
+        let v10 = load_v2(key_elem(g, start + kk + 10u), pair);
+        let v11 = load_v2(key_elem(g, start + kk + 11u), pair);
+        let v12 = load_v2(key_elem(g, start + kk + 12u), pair);
+        let v13 = load_v2(key_elem(g, start + kk + 13u), pair);
+        let v14 = load_v2(key_elem(g, start + kk + 14u), pair);
+        let v15 = load_v2(key_elem(g, start + kk + 15u), pair);
         pv = pv_step(pv, kk + 0u, v0, same);
         pv = pv_step(pv, kk + 1u, v1, same);
         pv = pv_step(pv, kk + 2u, v2, same);
@@ -460,7 +471,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         pv = pv_step(pv, kk + 15u, v15, same);
     }
     for (; kk < k1; kk++) {
-        pv = pv_step(pv, kk, load_v2(vbase + kk * vs, pair), same);
+        pv = pv_step(pv, kk, load_v2(key_elem(g, start + kk), pair), same);
     }
     workgroupBarrier();
 

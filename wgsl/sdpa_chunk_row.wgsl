@@ -19,6 +19,7 @@ const CHUNK: u32 = 256u;
 const ROWS: u32 = 8u;
 const WG: u32 = 256u;
 const NONE: u32 = 0xffffffffu;
+const PAGE: u32 = 64u;          // keys per KV-cache page (a multiple of the 32-key K block)
 const LOWEST: f32 = -3.4028235e38;
 const GROUP_WORDS: u32 = 40u;
 
@@ -48,6 +49,19 @@ var<workgroup> red1: array<f32, 128>;      // tree level 1: op(s[k], s[k + 128])
 var<workgroup> red2: array<f32, 32>;       // tree level 2
 var<workgroup> stat: f32;                  // the tree's result
 var<workgroup> fold: array<vec2<f32>, 256>; // P.V split partials
+
+// Row-major element offset of key `j` (relative to the group's key 0) of the group at plan
+// word `g`: `key_base + j * kv_stride` for contiguous storage; with a page table (group word 5
+// holds its plan index), logical page `j / PAGE` maps to a physical page, and the key is slot
+// `page * PAGE + j % PAGE` of the cache. Only addresses change: the arithmetic is the same.
+fn key_elem(g: u32, j: u32) -> u32 {
+    let tab = plan[g + 5u];
+    if (tab == NONE) {
+        return plan[g] + j * prm.kv_stride;
+    }
+    let slot = plan[tab + j / PAGE] * PAGE + j % PAGE;
+    return plan[g] + slot * prm.kv_stride;
+}
 
 fn in_set(row: u32, j: u32, lo: u32) -> bool {
     let hi = plan[prm.rows_off + 8u * row + 1u];
@@ -250,7 +264,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let chunk = plan[prm.items_off + 2u * it + 1u];
     let live = item < prm.n_items && slot < plan[g + 2u];
     let s_ = select(0u, slot, live);
-    let key_base = plan[g];
     let lo = plan[g + 1u];
     let max_hi = plan[g + 3u];
     let row = plan[g + 8u + s_];
@@ -277,7 +290,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     var acc = 0.0;
     if (valid) {
-        acc = dot(key_base + j * prm.kv_stride);
+        acc = dot(key_elem(g, j));
     }
     let s = select(LOWEST, soft(acc), valid);
     sc[t] = s;
@@ -312,43 +325,41 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let k_end = select(0u, min(CHUNK, max_hi - start), live && max_hi > start);
     let k0 = sp * span;
     let k1 = min(k0 + span, k_end);
-    let vbase = key_base + start * prm.kv_stride;
-    let vs = prm.kv_stride;
     var pv = vec2<f32>(0.0);
     var kk = k0;
     for (; kk + 32u <= k1; kk += 32u) {
-        let v0 = load_v2(vbase + (kk + 0u) * vs, pair);
-        let v1 = load_v2(vbase + (kk + 1u) * vs, pair);
-        let v2 = load_v2(vbase + (kk + 2u) * vs, pair);
-        let v3 = load_v2(vbase + (kk + 3u) * vs, pair);
-        let v4 = load_v2(vbase + (kk + 4u) * vs, pair);
-        let v5 = load_v2(vbase + (kk + 5u) * vs, pair);
-        let v6 = load_v2(vbase + (kk + 6u) * vs, pair);
-        let v7 = load_v2(vbase + (kk + 7u) * vs, pair);
-        let v8 = load_v2(vbase + (kk + 8u) * vs, pair);
-        let v9 = load_v2(vbase + (kk + 9u) * vs, pair);
-        let v10 = load_v2(vbase + (kk + 10u) * vs, pair);
-        let v11 = load_v2(vbase + (kk + 11u) * vs, pair);
-        let v12 = load_v2(vbase + (kk + 12u) * vs, pair);
-        let v13 = load_v2(vbase + (kk + 13u) * vs, pair);
-        let v14 = load_v2(vbase + (kk + 14u) * vs, pair);
-        let v15 = load_v2(vbase + (kk + 15u) * vs, pair);
-        let v16 = load_v2(vbase + (kk + 16u) * vs, pair);
-        let v17 = load_v2(vbase + (kk + 17u) * vs, pair);
-        let v18 = load_v2(vbase + (kk + 18u) * vs, pair);
-        let v19 = load_v2(vbase + (kk + 19u) * vs, pair);
-        let v20 = load_v2(vbase + (kk + 20u) * vs, pair);
-        let v21 = load_v2(vbase + (kk + 21u) * vs, pair);
-        let v22 = load_v2(vbase + (kk + 22u) * vs, pair);
-        let v23 = load_v2(vbase + (kk + 23u) * vs, pair);
-        let v24 = load_v2(vbase + (kk + 24u) * vs, pair);
-        let v25 = load_v2(vbase + (kk + 25u) * vs, pair);
-        let v26 = load_v2(vbase + (kk + 26u) * vs, pair);
-        let v27 = load_v2(vbase + (kk + 27u) * vs, pair);
-        let v28 = load_v2(vbase + (kk + 28u) * vs, pair);
-        let v29 = load_v2(vbase + (kk + 29u) * vs, pair);
-        let v30 = load_v2(vbase + (kk + 30u) * vs, pair);
-        let v31 = load_v2(vbase + (kk + 31u) * vs, pair);
+        let v0 = load_v2(key_elem(g, start + kk + 0u), pair);
+        let v1 = load_v2(key_elem(g, start + kk + 1u), pair);
+        let v2 = load_v2(key_elem(g, start + kk + 2u), pair);
+        let v3 = load_v2(key_elem(g, start + kk + 3u), pair);
+        let v4 = load_v2(key_elem(g, start + kk + 4u), pair);
+        let v5 = load_v2(key_elem(g, start + kk + 5u), pair);
+        let v6 = load_v2(key_elem(g, start + kk + 6u), pair);
+        let v7 = load_v2(key_elem(g, start + kk + 7u), pair);
+        let v8 = load_v2(key_elem(g, start + kk + 8u), pair);
+        let v9 = load_v2(key_elem(g, start + kk + 9u), pair);
+        let v10 = load_v2(key_elem(g, start + kk + 10u), pair);
+        let v11 = load_v2(key_elem(g, start + kk + 11u), pair);
+        let v12 = load_v2(key_elem(g, start + kk + 12u), pair);
+        let v13 = load_v2(key_elem(g, start + kk + 13u), pair);
+        let v14 = load_v2(key_elem(g, start + kk + 14u), pair);
+        let v15 = load_v2(key_elem(g, start + kk + 15u), pair);
+        let v16 = load_v2(key_elem(g, start + kk + 16u), pair);
+        let v17 = load_v2(key_elem(g, start + kk + 17u), pair);
+        let v18 = load_v2(key_elem(g, start + kk + 18u), pair);
+        let v19 = load_v2(key_elem(g, start + kk + 19u), pair);
+        let v20 = load_v2(key_elem(g, start + kk + 20u), pair);
+        let v21 = load_v2(key_elem(g, start + kk + 21u), pair);
+        let v22 = load_v2(key_elem(g, start + kk + 22u), pair);
+        let v23 = load_v2(key_elem(g, start + kk + 23u), pair);
+        let v24 = load_v2(key_elem(g, start + kk + 24u), pair);
+        let v25 = load_v2(key_elem(g, start + kk + 25u), pair);
+        let v26 = load_v2(key_elem(g, start + kk + 26u), pair);
+        let v27 = load_v2(key_elem(g, start + kk + 27u), pair);
+        let v28 = load_v2(key_elem(g, start + kk + 28u), pair);
+        let v29 = load_v2(key_elem(g, start + kk + 29u), pair);
+        let v30 = load_v2(key_elem(g, start + kk + 30u), pair);
+        let v31 = load_v2(key_elem(g, start + kk + 31u), pair);
         pv = pv_step(pv, kk + 0u, v0);
         pv = pv_step(pv, kk + 1u, v1);
         pv = pv_step(pv, kk + 2u, v2);
@@ -383,7 +394,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         pv = pv_step(pv, kk + 31u, v31);
     }
     for (; kk < k1; kk++) {
-        pv = pv_step(pv, kk, load_v2(vbase + kk * vs, pair));
+        pv = pv_step(pv, kk, load_v2(key_elem(g, start + kk), pair));
     }
     workgroupBarrier();
 

@@ -29,7 +29,7 @@ mod rect;
 mod workspace;
 
 pub use host::{KvData, key_blocks, key_blocks_len};
-pub use plan::{CHUNK, GROUP_ROWS, GROUP_WORDS, RowSpec, Wave, n_chunks, plan_rows};
+pub use plan::{CHUNK, GROUP_ROWS, GROUP_WORDS, PAGE_KEYS, RowSpec, Wave, n_chunks, plan_rows};
 pub use rect::{Rect, rect_rows};
 pub use workspace::{PreparedIn, SdpaWorkspace};
 
@@ -351,7 +351,7 @@ impl Sdpa {
             if r.keys.is_empty() {
                 continue;
             }
-            let last = u64::from(r.kv_base) + u64::from(r.keys.hi() - 1) * u64::from(kv_stride);
+            let last = last_key_elem(r, kv_stride)?;
             v_need = v_need.max((last + d) * eb);
             k_need = k_need.max(key_blocks_len(last / d + 1, d as usize) as u64 * eb);
         }
@@ -382,6 +382,25 @@ impl Sdpa {
     ) -> Result<(), OpError> {
         self.prepare(gpu, rows, kv_stride, bufs)?.run(gpu)
     }
+}
+
+/// The largest row-major element offset of a key `r` attends (through its page table when
+/// paged: every slot of every page its keys touch, since a cache holds whole pages).
+fn last_key_elem(r: &RowSpec, kv_stride: u32) -> Result<u64, OpError> {
+    let (lo, hi) = (r.keys.lo(), r.keys.hi());
+    let Some(table) = &r.pages else {
+        return Ok(u64::from(r.kv_base) + u64::from(hi - 1) * u64::from(kv_stride));
+    };
+    let pages = table
+        .get((lo / PAGE_KEYS) as usize..=((hi - 1) / PAGE_KEYS) as usize)
+        .ok_or_else(|| OpError::Param {
+            what: "page table",
+            value: format!("{} pages for keys up to {}", table.len(), hi - 1),
+            why: "a row's keys must lie inside the pages of its table",
+        })?;
+    let top = pages.iter().max().copied().unwrap_or(0);
+    let slot = u64::from(top) * u64::from(PAGE_KEYS) + u64::from(PAGE_KEYS - 1);
+    Ok(u64::from(r.kv_base) + slot * u64::from(kv_stride))
 }
 
 /// The buffers one call reads and writes (the plan and partials are made by [`Sdpa::prepare`]).

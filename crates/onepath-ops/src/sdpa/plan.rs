@@ -7,12 +7,17 @@
 
 use crate::OpError;
 use onepath_mask::KeySet;
+use std::sync::Arc;
 
 /// Keys per chunk. Must equal `CHUNK` in `wgsl/sdpa_chunk.wgsl` (a test checks it); it is part of
 /// the numerical contract, so it never depends on shapes or devices.
 pub const CHUNK: u32 = 256;
 /// Query rows one workgroup serves (a whole 8:1 GQA group of query heads).
 pub const GROUP_ROWS: usize = 8;
+
+/// Keys per page of a paged KV cache. Must equal `PAGE` in the chunk kernels (a test checks).
+/// A multiple of the 32-key K block, so a page is whole blocks; it only decides addresses.
+pub const PAGE_KEYS: u32 = 64;
 
 /// Words of a group record; must equal `GROUP_WORDS` in `wgsl/sdpa_chunk.wgsl` (a test checks).
 pub const GROUP_WORDS: usize = 40;
@@ -31,6 +36,25 @@ pub struct RowSpec {
     pub kv_base: u32,
     /// The canonical key set, relative to key 0 of the sequence.
     pub keys: KeySet,
+    /// `None`: key `j` is at `kv_base + j * kv_stride`. `Some(table)`: the cache is paged,
+    /// key `j` is slot `table[j / PAGE_KEYS] * PAGE_KEYS + j % PAGE_KEYS`, at
+    /// `kv_base + slot * kv_stride`. Rows of one sequence share one table (an `Arc`).
+    pub pages: Option<Arc<[u32]>>,
+}
+
+impl RowSpec {
+    /// Row-major element offset of key `j` (as the kernels compute it), or `None` when a page
+    /// table does not reach key `j`.
+    pub fn key_elem(&self, j: u32, kv_stride: u32) -> Option<u64> {
+        let slot = match &self.pages {
+            None => u64::from(j),
+            Some(t) => {
+                let page = *t.get((j / PAGE_KEYS) as usize)?;
+                u64::from(page) * u64::from(PAGE_KEYS) + u64::from(j % PAGE_KEYS)
+            }
+        };
+        Some(u64::from(self.kv_base) + slot * u64::from(kv_stride))
+    }
 }
 
 /// A planned wave: at most `max_partial_bytes` of partials, one chunk pass + one merge pass.
@@ -90,16 +114,23 @@ pub fn n_chunks(keys: &KeySet) -> u32 {
 }
 
 fn plan_wave(rows: &[RowSpec]) -> Result<Wave, OpError> {
-    // Group consecutive rows that share (kv_base, lo); empty rows join no group (merge writes 0).
+    // Group consecutive rows that share (kv_base, lo, page table); empty rows join no group
+    // (merge writes 0).
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut open: Option<(u32, u32)> = None;
+    let mut open: Option<(u32, u32, Option<&Arc<[u32]>>)> = None;
     for (i, r) in rows.iter().enumerate() {
         if r.keys.is_empty() {
             continue;
         }
-        let key = (r.kv_base, r.keys.lo());
+        let key = (r.kv_base, r.keys.lo(), r.pages.as_ref());
+        let same_table = |a: Option<&Arc<[u32]>>, b: Option<&Arc<[u32]>>| match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        };
+        let joins = open.is_some_and(|o| o.0 == key.0 && o.1 == key.1 && same_table(o.2, key.2));
         match groups.last_mut() {
-            Some(g) if open == Some(key) && g.len() < GROUP_ROWS => g.push(i),
+            Some(g) if joins && g.len() < GROUP_ROWS => g.push(i),
             _ => {
                 groups.push(vec![i]);
                 open = Some(key);
@@ -206,6 +237,24 @@ fn plan_wave(rows: &[RowSpec]) -> Result<Wave, OpError> {
     if bits.is_empty() {
         plan.push(0); // keep the section addressable
     }
+    // Page tables after the bits, one copy per distinct table; group word 5 holds its index.
+    let mut tables: Vec<(&Arc<[u32]>, u32)> = Vec::new();
+    for (gi, g) in groups.iter().enumerate() {
+        let at = match &rows[g[0]].pages {
+            None => NONE,
+            Some(t) => match tables.iter().find(|(u, _)| Arc::ptr_eq(u, t)) {
+                Some(&(_, at)) => at,
+                None => {
+                    let at = u32::try_from(plan.len())
+                        .map_err(|_| OpError::TooBig("the SDPA plan".into()))?;
+                    plan.extend_from_slice(t);
+                    tables.push((t, at));
+                    at
+                }
+            },
+        };
+        plan[gi * GROUP_WORDS + 5] = at;
+    }
     Ok(Wave {
         plan,
         rows_off: rows_off as u32,
@@ -228,6 +277,7 @@ mod tests {
             out_off: 0,
             kv_base,
             keys: KeySet::Span { lo, hi },
+            pages: None,
         }
     }
 

@@ -83,6 +83,7 @@ pub fn rect_rows(rect: &Rect, mask: &CanonicalMask) -> Result<Vec<RowSpec>, OpEr
                     out_off: off,
                     kv_base,
                     keys: mask.row(b, h, i).clone(),
+                    pages: None,
                 });
             }
         }

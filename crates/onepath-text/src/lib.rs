@@ -1,0 +1,1 @@
+//! Text around the decoder (being written).
