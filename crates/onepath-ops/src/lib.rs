@@ -1,7 +1,9 @@
 //! GPU ops with checked constructors. Each op validates its shapes on the host and returns an
 //! [`OpError`] naming the problem; a kernel never sees an input it was not written for.
 
+pub mod block;
 mod error;
+pub mod linear;
 pub mod qmm;
 pub mod sdpa;
 
@@ -56,6 +58,41 @@ pub mod kernels {
         source: include_str!("../../../wgsl/embed_gather.wgsl"),
         entry: "main",
     };
+    pub const RMS_NORM: Kernel = Kernel {
+        name: "rms_norm",
+        source: include_str!("../../../wgsl/rms_norm.wgsl"),
+        entry: "main",
+    };
+    pub const ADD_NORM: Kernel = Kernel {
+        name: "add_norm",
+        source: include_str!("../../../wgsl/add_norm.wgsl"),
+        entry: "main",
+    };
+    pub const Q_PREP: Kernel = Kernel {
+        name: "q_prep",
+        source: include_str!("../../../wgsl/q_prep.wgsl"),
+        entry: "main",
+    };
+    pub const KV_APPEND: Kernel = Kernel {
+        name: "kv_append",
+        source: include_str!("../../../wgsl/kv_append.wgsl"),
+        entry: "main",
+    };
+    pub const GELU_MUL: Kernel = Kernel {
+        name: "gelu_mul",
+        source: include_str!("../../../wgsl/gelu_mul.wgsl"),
+        entry: "main",
+    };
+    pub const PLE_COMBINE: Kernel = Kernel {
+        name: "ple_combine",
+        source: include_str!("../../../wgsl/ple_combine.wgsl"),
+        entry: "main",
+    };
+    pub const SOFTCAP_ARGMAX: Kernel = Kernel {
+        name: "softcap_argmax",
+        source: include_str!("../../../wgsl/softcap_argmax.wgsl"),
+        entry: "main",
+    };
     /// Not an op: the memory read ceiling that `onepath bench bandwidth` measures.
     pub const READ_BANDWIDTH: Kernel = Kernel {
         name: "read_bandwidth",
@@ -79,6 +116,13 @@ pub mod kernels {
         MATMUL_DENSE_GEMV,
         MATMUL_DENSE_TILED,
         EMBED_GATHER,
+        RMS_NORM,
+        ADD_NORM,
+        Q_PREP,
+        KV_APPEND,
+        GELU_MUL,
+        PLE_COMBINE,
+        SOFTCAP_ARGMAX,
         READ_BANDWIDTH,
         DISPATCH_PROBE,
     ];

@@ -34,6 +34,7 @@ pub use rect::{Rect, rect_rows};
 pub use workspace::{PreparedIn, SdpaWorkspace};
 
 use crate::{OpError, kernels};
+use bytemuck::Zeroable;
 use onepath_gpu::{Gpu, GpuTimer};
 use std::sync::Arc;
 
@@ -205,25 +206,53 @@ impl Sdpa {
     fn build(
         &self,
         gpu: &Gpu,
-        mut ws: Option<&mut SdpaWorkspace>,
+        ws: Option<&mut SdpaWorkspace>,
         rows: &[RowSpec],
         kv_stride: u32,
         bufs: SdpaBuffers<'_>,
         schedule: Schedule,
     ) -> Result<PreparedSdpa, OpError> {
+        self.check_buffers(rows, kv_stride, &bufs)?;
+        let mut own = SdpaWorkspace::new();
+        let ws = ws.unwrap_or(&mut own);
+        let plan = self.plan(gpu, ws, rows, kv_stride, schedule)?;
+        self.bind(gpu, ws, &plan, bufs)
+    }
+
+    /// Plans `rows` into `ws` (plan, partials and parameter buffers, grown when too small):
+    /// the part of a call that depends on the step's sequences only. Every layer of one
+    /// attention kind then [`bind`](Self::bind)s its own q, K, V and output to the same plan,
+    /// so a model step plans once per kind. Submit the work recorded from one plan before
+    /// planning the next one in the same workspace.
+    pub fn plan(
+        &self,
+        gpu: &Gpu,
+        ws: &mut SdpaWorkspace,
+        rows: &[RowSpec],
+        kv_stride: u32,
+        schedule: Schedule,
+    ) -> Result<SdpaPlan, OpError> {
         let d = self.config.head_dim as u32;
-        if !kv_stride.is_multiple_of(d) || rows.iter().any(|r| !r.kv_base.is_multiple_of(d)) {
+        if !kv_stride.is_multiple_of(d) {
             return Err(OpError::Param {
-                what: "K/V stride or row base",
-                value: format!("stride {kv_stride}"),
-                why: "keys are whole rows of head_dim values: the stride and every row's base \
-                      must be multiples of head_dim",
+                what: "K/V stride",
+                value: format!("{kv_stride}"),
+                why: "keys are whole rows of head_dim values: the stride must be a multiple \
+                      of head_dim",
             });
         }
-        self.check_buffers(rows, kv_stride, &bufs)?;
+        if let Some(r) = rows.iter().find(|r| !r.kv_base.is_multiple_of(d)) {
+            return Err(OpError::Param {
+                what: "row K/V base",
+                value: format!("{}", r.kv_base),
+                why: "keys are whole rows of head_dim values: every row's base must be a \
+                      multiple of head_dim",
+            });
+        }
+        let needs = self.needs(rows, kv_stride)?;
         let record = u64::from(d + 4) * 4;
         let waves = plan_rows(rows, d, gpu.max_binding().min(256 << 20).max(record))?;
-        let mut passes = Vec::with_capacity(waves.len());
+        let mut planned = Vec::with_capacity(waves.len());
         for (wi, w) in waves.iter().enumerate() {
             // Items 0..n_same_items run through the `same` kernel, the rest through the
             // `mixed` one: two dispatches in the chunk pass, each with its own item range.
@@ -232,23 +261,21 @@ impl Sdpa {
                 Schedule::Groups => false,
                 Schedule::Rows => true,
             };
-            let (same, mixed, per_item) = if by_row {
-                (&self.row_same, &self.row_mixed, GROUP_ROWS as u32)
-            } else {
-                (&self.chunk_same, &self.chunk_mixed, 1)
-            };
-            // Parameters of the two chunk dispatches (an empty one is not recorded) and the
-            // merge's.
-            let mut dispatches = Vec::with_capacity(2);
-            for (pipeline, first, count) in [
-                (same, 0, w.n_same_items),
-                (mixed, w.n_same_items, w.n_items - w.n_same_items),
-            ] {
+            let per_item = if by_row { GROUP_ROWS as u32 } else { 1 };
+            let mut chunk = [(0u32, (0u32, 0u32)); 2];
+            let mut params = [ChunkParams::zeroed(); 2];
+            for (i, (first, count)) in [
+                (0, w.n_same_items),
+                (w.n_same_items, w.n_items - w.n_same_items),
+            ]
+            .into_iter()
+            .enumerate()
+            {
                 let workgroups = count
                     .checked_mul(per_item)
                     .ok_or_else(|| OpError::TooBig("the number of workgroups".into()))?;
                 let (gx, gy) = grid(workgroups);
-                let cp = ChunkParams {
+                params[i] = ChunkParams {
                     kv_stride,
                     n_items: count,
                     rows_off: w.rows_off,
@@ -258,7 +285,7 @@ impl Sdpa {
                     scale: self.config.scale,
                     softcap: self.config.softcap.unwrap_or(0.0),
                 };
-                dispatches.push((pipeline, count, (gx, gy), cp));
+                chunk[i] = (count, (gx, gy));
             }
             let (my, mz) = grid(w.n_rows);
             let mp = MergeParams {
@@ -269,68 +296,103 @@ impl Sdpa {
             };
             let plan_bytes: &[u8] = bytemuck::cast_slice(&w.plan);
             let partial_bytes = u64::from(w.n_partials.max(1)) * record;
-            let chunk_bytes = [
-                bytemuck::bytes_of(&dispatches[0].3),
-                bytemuck::bytes_of(&dispatches[1].3),
-            ];
-            // Buffers: the workspace's (rewritten in place), or new ones; a new parameter
-            // buffer only for a dispatch that runs.
-            let (plan, partials, params, mu) = match ws.as_deref_mut() {
-                Some(ws) => {
-                    let b = ws.wave(
-                        gpu,
-                        wi,
-                        plan_bytes,
-                        partial_bytes,
-                        chunk_bytes,
-                        bytemuck::bytes_of(&mp),
-                    )?;
-                    let cp = &b.chunk_params;
-                    (
-                        b.plan.clone(),
-                        b.partials.clone(),
-                        [Some(cp[0].clone()), Some(cp[1].clone())],
-                        b.merge_params.clone(),
-                    )
-                }
-                None => {
-                    let cu = |i: usize| {
-                        (dispatches[i].1 > 0)
-                            .then(|| gpu.uniform_from("sdpa chunk params", chunk_bytes[i]))
-                    };
-                    (
-                        gpu.storage_from("sdpa plan", plan_bytes)?,
-                        gpu.storage("sdpa partials", partial_bytes)?,
-                        [cu(0), cu(1)],
-                        gpu.uniform_from("sdpa merge params", bytemuck::bytes_of(&mp)),
-                    )
-                }
+            ws.wave(
+                gpu,
+                wi,
+                plan_bytes,
+                partial_bytes,
+                [
+                    bytemuck::bytes_of(&params[0]),
+                    bytemuck::bytes_of(&params[1]),
+                ],
+                bytemuck::bytes_of(&mp),
+            )?;
+            planned.push(PlannedWave {
+                by_row,
+                chunk,
+                merge_grid: (d.div_ceil(MERGE_DIMS), my, mz),
+            });
+        }
+        Ok(SdpaPlan {
+            waves: planned,
+            needs,
+        })
+    }
+
+    /// Binds q, K, V and the output of one layer to a plan made by [`plan`](Self::plan) in
+    /// `ws`, checking that every row's keys, q and output lie inside these buffers.
+    pub fn bind(
+        &self,
+        gpu: &Gpu,
+        ws: &SdpaWorkspace,
+        plan: &SdpaPlan,
+        bufs: SdpaBuffers<'_>,
+    ) -> Result<PreparedSdpa, OpError> {
+        plan.needs.check(&bufs)?;
+        let mut passes = Vec::with_capacity(plan.waves.len());
+        for (wi, w) in plan.waves.iter().enumerate() {
+            let b = ws.wave_buffers(wi).ok_or_else(|| OpError::Param {
+                what: "SDPA plan",
+                value: format!("wave {wi}"),
+                why: "the workspace was not planned with this plan",
+            })?;
+            let (same, mixed) = if w.by_row {
+                (&self.row_same, &self.row_mixed)
+            } else {
+                (&self.chunk_same, &self.chunk_mixed)
             };
             let mut chunks = Vec::new();
-            for ((pipeline, count, grid, _), cu) in dispatches.into_iter().zip(params) {
-                let Some(cu) = cu.filter(|_| count > 0) else {
+            for ((pipeline, (count, grid)), cu) in
+                [same, mixed].into_iter().zip(w.chunk).zip(&b.chunk_params)
+            {
+                if count == 0 {
                     continue;
-                };
-                let bg = gpu.bind(pipeline, &[&cu, bufs.q, bufs.k, bufs.v, &plan, &partials]);
+                }
+                let bg = gpu.bind(
+                    pipeline,
+                    &[cu, bufs.q, bufs.k, bufs.v, &b.plan, &b.partials],
+                );
                 chunks.push(ChunkDispatch {
                     pipeline: pipeline.clone(),
                     bind: bg,
                     grid,
-                    _params: cu,
+                    _params: cu.clone(),
                 });
             }
-            let merge_bg = gpu.bind(&self.merge, &[&mu, &plan, &partials, bufs.out]);
+            let merge_bg = gpu.bind(
+                &self.merge,
+                &[&b.merge_params, &b.plan, &b.partials, bufs.out],
+            );
             passes.push(WavePass {
                 chunks,
                 merge_bg,
-                merge_grid: (d.div_ceil(MERGE_DIMS), my, mz),
-                _keep: [plan, partials, mu],
+                merge_grid: w.merge_grid,
+                _keep: [b.plan.clone(), b.partials.clone(), b.merge_params.clone()],
             });
         }
         Ok(PreparedSdpa {
             merge: self.merge.clone(),
             passes,
         })
+    }
+
+    /// Bytes of q, K, V and output that `rows` reach (see [`SdpaPlan`]).
+    fn needs(&self, rows: &[RowSpec], kv_stride: u32) -> Result<Needs, OpError> {
+        let d = self.config.head_dim as u64;
+        let eb = self.config.kv_dtype.bytes() as u64;
+        let mut n = Needs::default();
+        for r in rows {
+            n.q = n.q.max((u64::from(r.q_off) + d) * 4);
+            n.out = n.out.max((u64::from(r.out_off) + d) * 4);
+            if r.keys.is_empty() {
+                continue;
+            }
+            let last = last_key_elem(r, kv_stride)?;
+            n.v = n.v.max((last + d) * eb);
+            n.k =
+                n.k.max(key_blocks_len(last / d + 1, d as usize) as u64 * eb);
+        }
+        Ok(n)
     }
 
     /// Every key a row attends must lie inside the K and V buffers (K in its key-blocked
@@ -342,34 +404,7 @@ impl Sdpa {
         kv_stride: u32,
         bufs: &SdpaBuffers<'_>,
     ) -> Result<(), OpError> {
-        let d = self.config.head_dim as u64;
-        let eb = self.config.kv_dtype.bytes() as u64;
-        let (mut k_need, mut v_need, mut q_need, mut out_need) = (0u64, 0u64, 0u64, 0u64);
-        for r in rows {
-            q_need = q_need.max((u64::from(r.q_off) + d) * 4);
-            out_need = out_need.max((u64::from(r.out_off) + d) * 4);
-            if r.keys.is_empty() {
-                continue;
-            }
-            let last = last_key_elem(r, kv_stride)?;
-            v_need = v_need.max((last + d) * eb);
-            k_need = k_need.max(key_blocks_len(last / d + 1, d as usize) as u64 * eb);
-        }
-        for (what, need, have) in [
-            ("q buffer", q_need, bufs.q.size()),
-            ("K buffer", k_need, bufs.k.size()),
-            ("V buffer", v_need, bufs.v.size()),
-            ("output buffer", out_need, bufs.out.size()),
-        ] {
-            if need > have {
-                return Err(OpError::Param {
-                    what,
-                    value: format!("{have} bytes"),
-                    why: "a row reaches past its end (K is key-blocked: whole blocks of 32 rows)",
-                });
-            }
-        }
-        Ok(())
+        self.needs(rows, kv_stride)?.check(bufs)
     }
 
     /// Plans, encodes, submits and waits: `out` holds the result when this returns.
@@ -401,6 +436,52 @@ fn last_key_elem(r: &RowSpec, kv_stride: u32) -> Result<u64, OpError> {
     let top = pages.iter().max().copied().unwrap_or(0);
     let slot = u64::from(top) * u64::from(PAGE_KEYS) + u64::from(PAGE_KEYS - 1);
     Ok(u64::from(r.kv_base) + slot * u64::from(kv_stride))
+}
+
+/// Bytes of each buffer the rows of a plan reach.
+#[derive(Clone, Copy, Debug, Default)]
+struct Needs {
+    q: u64,
+    k: u64,
+    v: u64,
+    out: u64,
+}
+
+impl Needs {
+    fn check(&self, bufs: &SdpaBuffers<'_>) -> Result<(), OpError> {
+        for (what, need, have) in [
+            ("q buffer", self.q, bufs.q.size()),
+            ("K buffer", self.k, bufs.k.size()),
+            ("V buffer", self.v, bufs.v.size()),
+            ("output buffer", self.out, bufs.out.size()),
+        ] {
+            if need > have {
+                return Err(OpError::Param {
+                    what,
+                    value: format!("{have} bytes"),
+                    why: "a row reaches past its end (K is key-blocked: whole blocks of 32 rows)",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A step's rows planned into an [`SdpaWorkspace`] by [`Sdpa::plan`]: which chunk kernels
+/// run with how many workgroups, wave by wave. Layers bind their buffers to it with
+/// [`Sdpa::bind`].
+#[derive(Clone, Debug)]
+pub struct SdpaPlan {
+    waves: Vec<PlannedWave>,
+    needs: Needs,
+}
+
+#[derive(Clone, Debug)]
+struct PlannedWave {
+    by_row: bool,
+    /// (items, grid) of the `same` and the `mixed` chunk dispatch.
+    chunk: [(u32, (u32, u32)); 2],
+    merge_grid: (u32, u32, u32),
 }
 
 /// The buffers one call reads and writes (the plan and partials are made by [`Sdpa::prepare`]).
@@ -536,7 +617,7 @@ fn grid(n: u32) -> (u32, u32) {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 struct ChunkParams {
     kv_stride: u32,
     n_items: u32,

@@ -98,6 +98,13 @@ impl SdpaWorkspace {
     }
 }
 
+impl SdpaWorkspace {
+    /// Wave `i`'s buffers as the last [`plan`](super::Sdpa::plan) left them.
+    pub(super) fn wave_buffers(&self, i: usize) -> Option<&WaveBuffers> {
+        self.waves.get(i)
+    }
+}
+
 /// A call prepared in an [`SdpaWorkspace`]; it borrows the workspace, so the next call cannot
 /// be prepared in it while this one is alive. Use it as a [`PreparedSdpa`] (encode, dispatch,
 /// run).
