@@ -1,1 +1,251 @@
-//! The Gemma 4 text decoder (being written).
+//! The Gemma 4 text decoder on onepath's one-path ops, read top to bottom:
+//! [`config`] (hyper-parameters from `config.json`) → [`weights`] (tensors on the GPU) →
+//! [`kv`] (the paged KV cache's pages and tables) → [`step`] (one forward over a ragged batch:
+//! the step API the engine and the browser use).
+//!
+//! The rule every piece keeps: a (sequence, position)'s logits depend only on that sequence's
+//! tokens and the weights, never on what else shares the step, how its prompt was cut into
+//! steps, or where its pages are.
+
+mod arena;
+pub mod config;
+pub mod kv;
+mod program;
+mod rope;
+pub mod step;
+pub mod weights;
+
+pub use config::{Config, Kind};
+pub use step::{LogitRow, Logits, SeqInput, StepOutput};
+pub use weights::LoadOptions;
+
+use onepath_gpu::Gpu;
+use onepath_ops::block::Kernels;
+use onepath_ops::block::{KvAppend, QPrep};
+use onepath_ops::sdpa::{KvDType, Sdpa, SdpaConfig, SdpaWorkspace};
+use onepath_weights::Checkpoint;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Everything that can go wrong loading or running a model, each naming the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("config: {0}")]
+    Config(String),
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    #[error("the checkpoint has no tensor `{0}`")]
+    MissingTensor(String),
+    #[error("tensor `{tensor}` has shape {found:?}; the config implies {expected:?}")]
+    Shape {
+        tensor: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("token id {id} at position {pos} is outside the vocabulary (size {vocab})")]
+    TokenId { id: u32, pos: usize, vocab: usize },
+    #[error("sequence {seq} would reach {len} positions, beyond the model's context")]
+    TooLong { seq: u64, len: u32 },
+    #[error("the KV cache's {pool} pool has {free} free pages; this step needs {need} more")]
+    OutOfPages {
+        pool: &'static str,
+        need: usize,
+        free: usize,
+    },
+    #[error("bad step: {0}")]
+    Step(String),
+    #[error(transparent)]
+    Weights(#[from] onepath_weights::WeightsError),
+    #[error(transparent)]
+    Op(#[from] onepath_ops::OpError),
+    #[error(transparent)]
+    Gpu(#[from] onepath_gpu::GpuError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// How big a model's working set is.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Most token rows one GPU submission computes (larger steps are cut into pieces with the
+    /// same results).
+    pub max_rows: usize,
+    /// KV pages (of `PAGE_KEYS` positions) for full-attention and for sliding layers.
+    pub pages: (u32, u32),
+}
+
+impl RunOptions {
+    /// Enough pages for `seqs` sequences of `len` positions.
+    pub fn for_sequences(cfg: &Config, seqs: usize, len: usize) -> RunOptions {
+        let page = onepath_ops::sdpa::PAGE_KEYS as usize;
+        let full = seqs * len.div_ceil(page);
+        let sliding = seqs * (len.min(cfg.sliding_window + 2 * page).div_ceil(page) + 1);
+        RunOptions {
+            max_rows: 256,
+            pages: (full as u32, sliding as u32),
+        }
+    }
+}
+
+/// Per attention kind: its SDPA, q/KV preparation, and the step's plan workspace.
+pub(crate) struct KindOps {
+    pub sdpa: Sdpa,
+    pub q_prep: QPrep,
+    pub kv_append: Option<KvAppend>,
+    pub ws: SdpaWorkspace,
+}
+
+/// A loaded Gemma 4 decoder with its KV cache.
+pub struct Model {
+    pub config: Config,
+    pub ckpt: Checkpoint,
+    pub weights: weights::Weights,
+    pub kv: kv::KvCache,
+    pub kv_dtype: KvDType,
+    pub(crate) kernels: Kernels,
+    pub(crate) kinds: HashMap<Kind, KindOps>,
+    /// Per layer that owns a cache: its (K, V) buffers.
+    pub(crate) caches: HashMap<usize, (wgpu::Buffer, wgpu::Buffer)>,
+    pub(crate) arena: Option<arena::Arena>,
+    pub(crate) programs: HashMap<(usize, usize), program::Program>,
+    pub(crate) opts: RunOptions,
+}
+
+/// Reads a model directory: `config.json` and `model.safetensors` (or a sharded index).
+pub fn open_checkpoint(dir: &Path) -> Result<(Config, Checkpoint), ModelError> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| ModelError::Io(format!("cannot read {}: {e}", cfg_path.display())))?;
+    let cfg = Config::from_json(&text)?;
+    let ckpt = Checkpoint::open(dir)?.with_config_json(&text)?;
+    Ok((cfg, ckpt))
+}
+
+impl Model {
+    /// Loads `ckpt` onto the GPU. K/V are stored in f32 for f32 checkpoints, else f16.
+    pub async fn load(
+        gpu: &Gpu,
+        config: Config,
+        ckpt: Checkpoint,
+        load: &LoadOptions,
+        run: RunOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model, ModelError> {
+        let weights = weights::Weights::load(gpu, &ckpt, &config, load, progress).await?;
+        let embed = format!("{}embed_tokens.weight", weights.prefix);
+        let f32_ckpt = ckpt
+            .tensor(&embed)
+            .is_ok_and(|t| t.dtype() == onepath_weights::DType::F32);
+        let kv_dtype = load
+            .kv_dtype
+            .unwrap_or(if f32_ckpt && load.quantize.is_none() {
+                KvDType::F32
+            } else {
+                KvDType::F16
+            });
+        let kernels = Kernels::new(gpu).await?;
+        let mut kinds = HashMap::new();
+        for kind in [Kind::Sliding, Kind::Full] {
+            if !config.layer_kinds.contains(&kind) {
+                continue;
+            }
+            let d = config.attn(kind).head_dim;
+            let sdpa = Sdpa::new(
+                gpu,
+                SdpaConfig {
+                    head_dim: d,
+                    kv_dtype,
+                    scale: 1.0,
+                    softcap: None,
+                },
+            )
+            .await?;
+            let f16 = kv_dtype == KvDType::F16;
+            kinds.insert(
+                kind,
+                KindOps {
+                    sdpa,
+                    q_prep: QPrep::new(gpu, d).await?,
+                    kv_append: Some(KvAppend::new(gpu, d, f16).await?),
+                    ws: SdpaWorkspace::new(),
+                },
+            );
+        }
+        let uses = [
+            config.layer_kinds.contains(&Kind::Full),
+            config.layer_kinds.contains(&Kind::Sliding),
+        ];
+        let kv = kv::KvCache::new(run.pages, config.sliding_window as u32, uses);
+        let mut caches = HashMap::new();
+        for l in 0..config.first_shared() {
+            let kind = config.layer_kinds[l];
+            let a = config.attn(kind);
+            let pages = match kind {
+                Kind::Full => run.pages.0,
+                Kind::Sliding => run.pages.1,
+            } as u64;
+            let bytes = pages
+                * u64::from(onepath_ops::sdpa::PAGE_KEYS)
+                * (a.kv_heads * a.head_dim * kv_dtype.bytes()) as u64;
+            caches.insert(
+                l,
+                (
+                    gpu.storage("k cache", bytes)?,
+                    gpu.storage("v cache", bytes)?,
+                ),
+            );
+        }
+        Ok(Model {
+            config,
+            ckpt,
+            weights,
+            kv,
+            kv_dtype,
+            kernels,
+            kinds,
+            caches,
+            arena: None,
+            programs: HashMap::new(),
+            opts: run,
+        })
+    }
+
+    /// Frees a sequence's pages.
+    pub fn free(&mut self, seq: u64) {
+        self.kv.remove(seq);
+    }
+
+    /// Bytes of GPU memory the weights, caches and working buffers hold.
+    pub fn gpu_bytes(&self) -> u64 {
+        let w = &self.weights;
+        let mut b = w.lm_head.bytes();
+        for l in &w.layers {
+            for lin in [
+                Some(&l.q),
+                l.k.as_ref(),
+                l.v.as_ref(),
+                Some(&l.o),
+                Some(&l.gate),
+                Some(&l.up),
+                Some(&l.down),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                b += lin.bytes();
+            }
+            if let Some((g, p, _)) = &l.ple {
+                b += g.bytes() + p.bytes();
+            }
+        }
+        if let Some((p, _)) = &w.ple_proj {
+            b += p.bytes();
+        }
+        b += self
+            .caches
+            .values()
+            .map(|(k, v)| k.size() + v.size())
+            .sum::<u64>();
+        b + self.arena.as_ref().map_or(0, |a| a.bytes())
+    }
+}

@@ -29,7 +29,8 @@ pub use config::{QuantConfig, QuantParams, SUPPORTED_BITS, SUPPORTED_GROUP_SIZES
 pub use dtype::DType;
 pub use error::{Result, WeightsError};
 pub use quant::{
-    QuantizedTensor, dequantize, dequantize_f32, dequantize_rows, quantize, quantize_view,
+    QuantizedTensor, dequantize, dequantize_f32, dequantize_rows, dequantize_rows_f32, quantize,
+    quantize_view,
 };
 pub use source::ByteSource;
 pub use split::{WEBGPU_DEFAULT_MAX_BINDING, row_splits, row_splits_aligned, row_splits_multi};

@@ -117,7 +117,8 @@ fn plan_wave(rows: &[RowSpec]) -> Result<Wave, OpError> {
     // Group consecutive rows that share (kv_base, lo, page table); empty rows join no group
     // (merge writes 0).
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut open: Option<(u32, u32, Option<&Arc<[u32]>>)> = None;
+    type GroupKey<'a> = (u32, u32, Option<&'a Arc<[u32]>>);
+    let mut open: Option<GroupKey> = None;
     for (i, r) in rows.iter().enumerate() {
         if r.keys.is_empty() {
             continue;

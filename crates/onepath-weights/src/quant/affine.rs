@@ -26,6 +26,11 @@ pub fn dequantize_f32(q: &QuantizedTensor) -> Vec<f32> {
     dequant_with(q, 0..q.rows, |s, c, b| s * c + b).unwrap_or_default()
 }
 
+/// [`dequantize_f32`] for a range of rows: what an f32 kernel gathers from an embedding.
+pub fn dequantize_rows_f32(q: &QuantizedTensor, rows: Range<usize>) -> Result<Vec<f32>> {
+    dequant_with(q, rows, |s, c, b| s * c + b)
+}
+
 fn dequant_with(
     q: &QuantizedTensor,
     rows: Range<usize>,

@@ -35,7 +35,9 @@ use crate::{DType, Result, TensorView, WeightsError};
 
 mod affine;
 
-pub use affine::{dequantize, dequantize_f32, dequantize_rows, quantize, quantize_view};
+pub use affine::{
+    dequantize, dequantize_f32, dequantize_rows, dequantize_rows_f32, quantize, quantize_view,
+};
 
 /// An MLX affine-quantized matrix `[rows, cols]` (`rows` may be the product of several leading
 /// dimensions, e.g. experts x out): packed weight `[.., cols*bits/32]` u32, and `scales` /

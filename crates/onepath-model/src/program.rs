@@ -1,0 +1,243 @@
+//! A step's recorded work for a given number of token rows and logit rows: every dispatch
+//! except attention's, prepared once and kept, so a steady decode step (same row counts)
+//! prepares nothing but the attention plan. Layer by layer, with shapes:
+//!
+//! ```text
+//! h [R, hidden] = embed(ids) * sqrt(hidden)                       (host gather, uploaded)
+//! pli [R, L*P]  = (norm(h W_pp^T * hidden^-0.5) + ple(ids) * sqrt(P)) * 2^-0.5
+//! x = input_norm_0(h)
+//! per layer l:
+//!   q [R, Hq, D] = rope(q_norm(x Wq^T));  K/V of the new rows -> this layer's pages
+//!   attn [R, Hq, D] = sdpa(q, pages of l or of its KV source)
+//!   h += post_attn_norm(attn Wo^T);  x = pre_ff_norm(h)
+//!   m = (gelu_tanh(x Wg^T) * (x Wu^T)) Wd^T
+//!   h += post_ff_norm(m)
+//!   h += post_pli_norm((gelu_tanh(h Wplg^T) * pli[l]) Wplp^T)      (with per-layer inputs)
+//!   h *= layer_scalar;  x = input_norm_{l+1}(h)
+//! logits [Ro, V] = softcap(final_norm(h[rows]) E^T);  ids = argmax
+//! ```
+
+use crate::arena::{Arena, kind_index};
+use crate::config::Kind;
+use crate::{KindOps, ModelError};
+use onepath_gpu::Gpu;
+use onepath_ops::block::{Dispatch, Kernels, KvAppendCall};
+use onepath_ops::linear::Linear;
+use onepath_ops::qmm::PreparedMatmul;
+use std::collections::HashMap;
+
+pub(crate) enum Item {
+    D(Dispatch),
+    M(PreparedMatmul),
+    /// Attention of layer `l`: bound per step to that step's plan.
+    Attn(usize),
+}
+
+impl Item {
+    pub fn record(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        attn: &[Option<onepath_ops::sdpa::PreparedSdpa>],
+    ) {
+        match self {
+            Item::D(d) => d.dispatch(pass),
+            Item::M(m) => m.dispatch(pass),
+            Item::Attn(l) => {
+                if let Some(a) = &attn[*l] {
+                    a.dispatch(pass);
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct Program {
+    pub items: Vec<Item>,
+}
+
+pub(crate) struct Parts<'a> {
+    pub cfg: &'a crate::Config,
+    pub w: &'a crate::weights::Weights,
+    pub k: &'a Kernels,
+    pub kinds: &'a HashMap<Kind, KindOps>,
+    pub caches: &'a HashMap<usize, (wgpu::Buffer, wgpu::Buffer)>,
+    pub slots: [usize; 2],
+}
+
+fn mm(
+    gpu: &Gpu,
+    lin: &Linear,
+    r: usize,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Item, ModelError> {
+    Ok(Item::M(lin.prepare(gpu, r, x, y)?))
+}
+
+impl Program {
+    pub fn build(
+        gpu: &Gpu,
+        p: &Parts<'_>,
+        a: &Arena,
+        r: usize,
+        ro: usize,
+    ) -> Result<Program, ModelError> {
+        let (c, w, k) = (p.cfg, p.w, p.k);
+        let hid = c.hidden;
+        let eps = c.eps;
+        let mut items = Vec::new();
+        if let Some((proj, norm)) = &w.ple_proj {
+            items.push(mm(gpu, proj, r, &a.h, &a.pl_proj)?);
+            let scales = (eps, (hid as f32).powf(-0.5), 0.5f32.sqrt());
+            let shape = (r, c.layers, c.ple_dim);
+            items.push(Item::D(k.ple.prepare(
+                gpu, shape, scales, &a.pl_proj, &a.pl_tok, norm, &a.pli,
+            )?));
+        }
+        let first = &w.layers[0].input_norm;
+        items.push(Item::D(k.rms_norm.prepare(
+            gpu,
+            (hid, r, r),
+            eps,
+            &a.h,
+            first,
+            &a.ident,
+            &a.x,
+        )?));
+        for (l, layer) in w.layers.iter().enumerate() {
+            let kind = layer.kind;
+            let ki = kind_index(kind);
+            let ops = &p.kinds[&kind];
+            let at = c.attn(kind);
+            let d = at.head_dim;
+            items.push(mm(gpu, &layer.q, r, &a.x, &a.qraw)?);
+            items.push(Item::D(ops.q_prep.prepare(
+                gpu,
+                (r, c.heads),
+                eps,
+                &a.qraw,
+                &layer.q_norm,
+                &a.rope[ki],
+                &a.q,
+            )?));
+            if let (Some(kp), Some(kn)) = (&layer.k, &layer.k_norm) {
+                items.push(mm(gpu, kp, r, &a.x, &a.kraw)?);
+                let v = match &layer.v {
+                    Some(vp) => {
+                        items.push(mm(gpu, vp, r, &a.x, &a.vraw)?);
+                        &a.vraw
+                    }
+                    None => &a.kraw,
+                };
+                let (kc, vc) = &p.caches[&l];
+                let append = ops
+                    .kv_append
+                    .as_ref()
+                    .expect("every kind has its append op");
+                let call = KvAppendCall {
+                    k: &a.kraw,
+                    v,
+                    kw: kn,
+                    rope: &a.rope[ki],
+                    slot: &a.slots[ki],
+                    k_cache: kc,
+                    v_cache: vc,
+                };
+                items.push(Item::D(append.prepare(
+                    gpu,
+                    (r, at.kv_heads, p.slots[ki]),
+                    eps,
+                    call,
+                )?));
+            }
+            let _ = d;
+            items.push(Item::Attn(l));
+            items.push(mm(gpu, &layer.o, r, &a.attn, &a.o)?);
+            items.push(Item::D(k.add_norm.prepare(
+                gpu,
+                (hid, r),
+                (eps, 1.0),
+                &a.o,
+                &a.h,
+                &layer.post_attn_norm,
+                Some((&layer.pre_ff_norm, &a.x)),
+            )?));
+            let mw = c.mlp_width(l);
+            items.push(mm(gpu, &layer.gate, r, &a.x, &a.gate)?);
+            items.push(mm(gpu, &layer.up, r, &a.x, &a.up)?);
+            items.push(Item::D(k.gelu_mul.prepare(
+                gpu,
+                (r, mw),
+                (mw, 0),
+                &a.gate,
+                &a.up,
+                &a.act,
+            )?));
+            items.push(mm(gpu, &layer.down, r, &a.act, &a.mlp)?);
+            let next = w.layers.get(l + 1).map(|n| (&n.input_norm, &a.x));
+            match &layer.ple {
+                Some((g, pr, norm)) => {
+                    items.push(Item::D(k.add_norm.prepare(
+                        gpu,
+                        (hid, r),
+                        (eps, 1.0),
+                        &a.mlp,
+                        &a.h,
+                        &layer.post_ff_norm,
+                        None,
+                    )?));
+                    let pd = c.ple_dim;
+                    items.push(mm(gpu, g, r, &a.h, &a.pg)?);
+                    let b = (c.layers * pd, l * pd);
+                    items.push(Item::D(k.gelu_mul.prepare(
+                        gpu,
+                        (r, pd),
+                        b,
+                        &a.pg,
+                        &a.pli,
+                        &a.pa,
+                    )?));
+                    items.push(mm(gpu, pr, r, &a.pa, &a.pp)?);
+                    items.push(Item::D(k.add_norm.prepare(
+                        gpu,
+                        (hid, r),
+                        (eps, layer.scalar),
+                        &a.pp,
+                        &a.h,
+                        norm,
+                        next,
+                    )?));
+                }
+                None => {
+                    items.push(Item::D(k.add_norm.prepare(
+                        gpu,
+                        (hid, r),
+                        (eps, layer.scalar),
+                        &a.mlp,
+                        &a.h,
+                        &layer.post_ff_norm,
+                        next,
+                    )?));
+                }
+            }
+        }
+        items.push(Item::D(k.rms_norm.prepare(
+            gpu,
+            (hid, ro, r),
+            eps,
+            &a.h,
+            &w.final_norm,
+            &a.out_idx,
+            &a.xo,
+        )?));
+        items.push(mm(gpu, &w.lm_head, ro, &a.xo, &a.logits)?);
+        items.push(Item::D(k.softcap_argmax.prepare(
+            gpu,
+            (ro, c.vocab),
+            c.softcap,
+            &a.logits,
+            &a.ids,
+        )?));
+        Ok(Program { items })
+    }
+}

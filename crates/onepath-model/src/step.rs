@@ -1,0 +1,379 @@
+//! The step API: one forward over a ragged batch. A step is a list of [`SeqInput`]s, each a
+//! sequence id with its new tokens (which continue the sequence at its cached length:
+//! prefill chunks and single decode tokens mix freely). Rows are never padded; every matmul
+//! runs over all the step's rows; logits are computed only for the rows that ask for them.
+//! A step larger than the working set is cut into pieces, which changes no result: every row's
+//! arithmetic depends on its own sequence only.
+
+use crate::arena::{Arena, kind_index};
+use crate::config::Kind;
+use crate::program::{Parts, Program};
+use crate::{Model, ModelError, rope};
+use onepath_gpu::Gpu;
+use onepath_mask::KeySet;
+use onepath_ops::sdpa::{PreparedSdpa, RowSpec, Schedule, SdpaBuffers};
+
+/// Which logits a sequence wants from a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    None,
+    /// The last new token's (what decoding needs).
+    Last,
+    /// Every new token's (teacher forcing, `onepath logits`).
+    All,
+}
+
+/// One sequence's part of a step.
+#[derive(Clone, Debug)]
+pub struct SeqInput {
+    pub seq: u64,
+    /// First position of `tokens`: must equal the positions the sequence has cached.
+    pub pos: u32,
+    pub tokens: Vec<u32>,
+    pub logits: Logits,
+}
+
+/// One logit row: the greedy token (argmax on the GPU) and, if asked, the soft-capped logits.
+#[derive(Clone, Debug)]
+pub struct LogitRow {
+    pub seq: u64,
+    pub pos: u32,
+    pub greedy: u32,
+    pub logits: Option<Vec<f32>>,
+}
+
+/// A step's logit rows, in input order (per sequence, by position).
+#[derive(Clone, Debug, Default)]
+pub struct StepOutput {
+    pub rows: Vec<LogitRow>,
+}
+
+/// A token row of a piece: (sequence, position, token id, wants logits).
+type Row = (u64, u32, u32, bool);
+
+impl Model {
+    /// Runs one step; `read_logits` copies the logit rows back (else only greedy ids).
+    pub async fn step(
+        &mut self,
+        gpu: &Gpu,
+        inputs: &[SeqInput],
+        read_logits: bool,
+    ) -> Result<StepOutput, ModelError> {
+        self.check(inputs)?;
+        let mut rows: Vec<Row> = Vec::new();
+        for s in inputs {
+            for (i, &t) in s.tokens.iter().enumerate() {
+                let last = i + 1 == s.tokens.len();
+                let want = match s.logits {
+                    Logits::None => false,
+                    Logits::Last => last,
+                    Logits::All => true,
+                };
+                rows.push((s.seq, s.pos + i as u32, t, want));
+            }
+        }
+        let mut out = StepOutput::default();
+        for piece in rows.chunks(self.opts.max_rows) {
+            out.rows.extend(self.piece(gpu, piece, read_logits).await?);
+        }
+        Ok(out)
+    }
+
+    fn check(&self, inputs: &[SeqInput]) -> Result<(), ModelError> {
+        let c = &self.config;
+        let mut seen = std::collections::HashSet::new();
+        for s in inputs {
+            if !seen.insert(s.seq) {
+                return Err(ModelError::Step(format!(
+                    "sequence {} appears twice in one step",
+                    s.seq
+                )));
+            }
+            if s.tokens.is_empty() {
+                return Err(ModelError::Step(format!(
+                    "sequence {} has no tokens in this step",
+                    s.seq
+                )));
+            }
+            let have = self.kv.len(s.seq);
+            if s.pos != have {
+                return Err(ModelError::Step(format!(
+                    "sequence {} has {have} positions cached; its tokens must start there, not at {}",
+                    s.seq, s.pos
+                )));
+            }
+            if let Some((i, &id)) = s
+                .tokens
+                .iter()
+                .enumerate()
+                .find(|(_, t)| **t as usize >= c.vocab)
+            {
+                return Err(ModelError::TokenId {
+                    id,
+                    pos: s.pos as usize + i,
+                    vocab: c.vocab,
+                });
+            }
+            let end = u64::from(s.pos) + s.tokens.len() as u64;
+            if end > c.max_positions as u64 {
+                return Err(ModelError::TooLong {
+                    seq: s.seq,
+                    len: end.min(u64::from(u32::MAX)) as u32,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the working buffers hold `r` rows and `ro` logit rows.
+    fn ensure_arena(&mut self, gpu: &Gpu, r: usize, ro: usize) -> Result<(), ModelError> {
+        let fits = self
+            .arena
+            .as_ref()
+            .is_some_and(|a| a.rows >= r && a.out >= ro.max(1));
+        if !fits {
+            let (r0, o0) = self.arena.as_ref().map_or((0, 0), |a| (a.rows, a.out));
+            let rows = r.max(r0).next_power_of_two();
+            let out = ro.max(o0).max(1).next_power_of_two();
+            self.arena = Some(Arena::new(gpu, &self.config, rows, out)?);
+            self.programs.clear();
+        }
+        Ok(())
+    }
+
+    async fn piece(
+        &mut self,
+        gpu: &Gpu,
+        rows: &[Row],
+        read_logits: bool,
+    ) -> Result<Vec<LogitRow>, ModelError> {
+        let c = self.config.clone();
+        let r = rows.len();
+        // Pages for the new positions, per sequence.
+        let mut per_seq: Vec<(u64, u32)> = Vec::new();
+        for &(seq, _, _, _) in rows {
+            match per_seq.last_mut() {
+                Some((s, n)) if *s == seq => *n += 1,
+                _ => per_seq.push((seq, 1)),
+            }
+        }
+        for &(seq, n) in &per_seq {
+            self.kv.reserve(seq, n)?;
+        }
+        let out_rows: Vec<usize> = (0..r).filter(|&i| rows[i].3).collect();
+        let ro = out_rows.len();
+        self.ensure_arena(gpu, r, ro)?;
+
+        // Host inputs: scaled embeddings, scaled per-layer embeddings, RoPE tables, slots.
+        let emb_scale = (c.hidden as f32).sqrt();
+        let mut h = Vec::with_capacity(r * c.hidden);
+        let mut tok = Vec::with_capacity(r * c.layers * c.ple_dim);
+        let mut ropes = [Vec::new(), Vec::new()];
+        let mut slots = [Vec::with_capacity(r), Vec::with_capacity(r)];
+        let inv = [rope::inv_freq(&c.sliding), rope::inv_freq(&c.full)];
+        let ple_scale = (c.ple_dim as f32).sqrt();
+        for &(seq, pos, id, _) in rows {
+            h.extend(
+                self.weights
+                    .embed
+                    .row(&self.ckpt, id as usize)?
+                    .iter()
+                    .map(|v| v * emb_scale),
+            );
+            if let Some(t) = &self.weights.ple_embed {
+                tok.extend(
+                    t.row(&self.ckpt, id as usize)?
+                        .iter()
+                        .map(|v| v * ple_scale),
+                );
+            }
+            for kind in [Kind::Sliding, Kind::Full] {
+                let ki = kind_index(kind);
+                if self.kinds.contains_key(&kind) {
+                    rope::push_angles(&inv[ki], pos, &mut ropes[ki]);
+                    let slot = self.kv.slot(seq, kind, pos).ok_or_else(|| {
+                        ModelError::Step(format!("no cache page for sequence {seq} position {pos}"))
+                    })?;
+                    slots[ki].push(slot);
+                }
+            }
+        }
+        let a = self.arena.as_ref().expect("made above");
+        let q = &gpu.queue;
+        q.write_buffer(&a.h, 0, bytemuck::cast_slice(&h));
+        if !tok.is_empty() {
+            q.write_buffer(&a.pl_tok, 0, bytemuck::cast_slice(&tok));
+        }
+        for ki in 0..2 {
+            if !ropes[ki].is_empty() {
+                q.write_buffer(&a.rope[ki], 0, bytemuck::cast_slice(&ropes[ki]));
+                q.write_buffer(&a.slots[ki], 0, bytemuck::cast_slice(&slots[ki]));
+            }
+        }
+        let idx: Vec<u32> = out_rows.iter().map(|&i| i as u32).collect();
+        if !idx.is_empty() {
+            q.write_buffer(&a.out_idx, 0, bytemuck::cast_slice(&idx));
+        }
+
+        // Attention: one plan per kind for this piece, bound per layer.
+        let plans = self.plan_attention(gpu, rows)?;
+        let a = self.arena.as_ref().expect("made above");
+        let mut attn: Vec<Option<PreparedSdpa>> = Vec::with_capacity(c.layers);
+        for l in 0..c.layers {
+            let kind = c.layer_kinds[l];
+            let ops = &self.kinds[&kind];
+            let (kc, vc) = &self.caches[&c.cache_layer(l)];
+            let bufs = SdpaBuffers {
+                q: &a.q,
+                k: kc,
+                v: vc,
+                out: &a.attn,
+            };
+            let plan = plans[kind_index(kind)]
+                .as_ref()
+                .expect("planned every kind in use");
+            attn.push(Some(ops.sdpa.bind(gpu, &ops.ws, plan, bufs)?));
+        }
+
+        let key = (r, ro);
+        if !self.programs.contains_key(&key) {
+            let parts = Parts {
+                cfg: &self.config,
+                w: &self.weights,
+                k: &self.kernels,
+                kinds: &self.kinds,
+                caches: &self.caches,
+                slots: [
+                    (self.kv.sliding.total() * onepath_ops::sdpa::PAGE_KEYS) as usize,
+                    (self.kv.full.total() * onepath_ops::sdpa::PAGE_KEYS) as usize,
+                ],
+            };
+            let prog = Program::build(gpu, &parts, a, r, ro)?;
+            self.programs.insert(key, prog);
+        }
+        let prog = &self.programs[&key];
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("gemma4 step"),
+                timestamp_writes: None,
+            });
+            for item in &prog.items {
+                if ro == 0 && std::ptr::eq(item, prog.items.last().expect("non-empty")) {
+                    break;
+                }
+                item.record(&mut pass, &attn);
+            }
+        }
+        let logit_bytes = (ro * c.vocab * 4) as u64;
+        let id_bytes = (ro * 4) as u64;
+        if ro > 0 {
+            enc.copy_buffer_to_buffer(&a.ids, 0, &a.staging, 0, id_bytes);
+            if read_logits {
+                enc.copy_buffer_to_buffer(&a.logits, 0, &a.staging, id_bytes, logit_bytes);
+            }
+        }
+        gpu.queue.submit([enc.finish()]);
+        let mut result = Vec::with_capacity(ro);
+        if ro > 0 {
+            let len = id_bytes + if read_logits { logit_bytes } else { 0 };
+            let bytes = map_read(gpu, &a.staging, len).await?;
+            let ids: &[u32] = bytemuck::cast_slice(&bytes[..id_bytes as usize]);
+            for (j, &i) in out_rows.iter().enumerate() {
+                let logits = read_logits.then(|| {
+                    let o = id_bytes as usize + j * c.vocab * 4;
+                    bytemuck::cast_slice::<u8, f32>(&bytes[o..o + c.vocab * 4]).to_vec()
+                });
+                result.push(LogitRow {
+                    seq: rows[i].0,
+                    pos: rows[i].1,
+                    greedy: ids[j],
+                    logits,
+                });
+            }
+        } else {
+            gpu.wait_idle()?;
+        }
+        for &(seq, n) in &per_seq {
+            self.kv.advance(seq, n);
+        }
+        Ok(result)
+    }
+
+    /// Plans attention for the piece's rows, once per attention kind: row (token r, head h)
+    /// attends its sequence's keys `[lo, pos]` (`lo` = 0, or `pos + 1 - window` on sliding
+    /// layers) through the sequence's page table of that kind.
+    fn plan_attention(
+        &mut self,
+        gpu: &Gpu,
+        rows: &[Row],
+    ) -> Result<[Option<onepath_ops::sdpa::SdpaPlan>; 2], ModelError> {
+        let c = &self.config;
+        let mut plans = [None, None];
+        for kind in [Kind::Sliding, Kind::Full] {
+            if !self.kinds.contains_key(&kind) {
+                continue;
+            }
+            let at = c.attn(kind);
+            let (d, hq, hkv) = (at.head_dim, c.heads, at.kv_heads);
+            let slots = match kind {
+                Kind::Full => self.kv.full.total(),
+                Kind::Sliding => self.kv.sliding.total(),
+            } as usize
+                * onepath_ops::sdpa::PAGE_KEYS as usize;
+            let mut specs = Vec::with_capacity(rows.len() * hq);
+            let mut table: Option<(u64, std::sync::Arc<[u32]>)> = None;
+            for (r, &(seq, pos, _, _)) in rows.iter().enumerate() {
+                let t = match &table {
+                    Some((s, t)) if *s == seq => t.clone(),
+                    _ => {
+                        let t = self.kv.table(seq, kind);
+                        table = Some((seq, t.clone()));
+                        t
+                    }
+                };
+                let lo = match kind {
+                    Kind::Full => 0,
+                    Kind::Sliding => (pos + 1).saturating_sub(c.sliding_window as u32),
+                };
+                for h in 0..hq {
+                    let kvh = h / (hq / hkv);
+                    let off = ((r * hq + h) * d) as u32;
+                    specs.push(RowSpec {
+                        q_off: off,
+                        out_off: off,
+                        kv_base: (kvh * slots * d) as u32,
+                        keys: KeySet::Span { lo, hi: pos + 1 },
+                        pages: Some(t.clone()),
+                    });
+                }
+            }
+            let ops = self.kinds.get_mut(&kind).expect("checked");
+            plans[kind_index(kind)] =
+                Some(
+                    ops.sdpa
+                        .plan(gpu, &mut ops.ws, &specs, d as u32, Schedule::Auto)?,
+                );
+        }
+        Ok(plans)
+    }
+}
+
+/// Maps the first `len` bytes of a MAP_READ buffer after the queue's work and copies them out.
+async fn map_read(gpu: &Gpu, buf: &wgpu::Buffer, len: u64) -> Result<Vec<u8>, ModelError> {
+    let slice = buf.slice(..len);
+    let (tx, rx) = futures_channel::oneshot::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.wait_idle()?;
+    rx.await
+        .map_err(|_| ModelError::Io("the device was lost before the readback finished".into()))?
+        .map_err(|e| ModelError::Io(format!("readback: {e}")))?;
+    let data = slice
+        .get_mapped_range()
+        .map_err(|e| ModelError::Io(format!("readback: {e}")))?
+        .to_vec();
+    buf.unmap();
+    Ok(data)
+}
