@@ -12,14 +12,14 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A fixture model with room for `seqs` sequences of 64 positions.
+/// A fixture model with room for `seqs` sequences of 256 positions.
 pub fn load(gpu: &Gpu, name: &str, seqs: usize) -> Model {
     load_with(gpu, name, seqs, LoadOptions::default())
 }
 
 pub fn load_with(gpu: &Gpu, name: &str, seqs: usize, opts: LoadOptions) -> Model {
     let (cfg, ckpt) = open_checkpoint(&fixture(name)).expect("fixture checkpoint");
-    let run = RunOptions::for_sequences(&cfg, seqs, 64);
+    let run = RunOptions::for_sequences(&cfg, seqs, 256);
     pollster::block_on(Model::load(gpu, cfg, ckpt, &opts, run, &mut |_, _| {})).expect("load")
 }
 
