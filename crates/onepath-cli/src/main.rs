@@ -5,11 +5,12 @@ mod bench_bw;
 mod bench_dispatch;
 mod bench_qmm;
 mod bench_step;
+mod generate;
 mod load;
 mod parity;
 mod util;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use onepath_gpu::{BackendChoice, Gpu, GpuOptions};
 use std::process::ExitCode;
 
@@ -36,6 +37,53 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate text from a Gemma 4 checkpoint: several prompts run together in one batch,
+    /// each getting the tokens it would get alone. Streams text for one prompt.
+    Generate {
+        /// Model directory (config.json, model.safetensors or a sharded index,
+        /// tokenizer.json): Hugging Face or MLX.
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// A prompt (repeatable; encoded with <bos>, or in the chat format with --chat).
+        #[arg(long)]
+        prompt: Vec<String>,
+        /// A prompt as token ids, e.g. 2,17,9 (repeatable; used as given).
+        #[arg(long, value_delimiter = ',', action = clap::ArgAction::Append, num_args = 1)]
+        tokens: Vec<u32>,
+        /// Wrap each --prompt in the model's chat turn format.
+        #[arg(long)]
+        chat: bool,
+        /// Most tokens to generate per prompt (stops earlier at end of sequence or turn).
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// Sampling temperature; 0 is greedy.
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+        temperature: f32,
+        /// Sample among the k most likely tokens.
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Sample among the most likely tokens whose probability reaches p.
+        #[arg(long)]
+        top_p: Option<f32>,
+        /// Seed of the sampler (its random numbers depend on the seed and position only).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Quantize float linears at load time (4 or 8 bits, MLX's rule, group 64).
+        #[arg(long)]
+        quantize: Option<u32>,
+    },
+    /// One full-sequence forward: the soft-capped f32 logits of every position, written as
+    /// tensor `logits` [T, vocab] of a safetensors file.
+    Logits {
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// The sequence's token ids, e.g. 2,17,9.
+        #[arg(long, value_delimiter = ',', required = true)]
+        tokens: Vec<u32>,
+        /// Output .safetensors file.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Run the field's failing case (mask forms, padding, batch size, prefill vs decode) and
     /// check every comparison is bitwise equal; exits 1 if any is not.
     Parity,
@@ -153,8 +201,13 @@ enum BenchWhat {
 fn main() -> ExitCode {
     restore_sigpipe();
     quiet_mesa();
-    let cli = Cli::parse();
-    match run(cli) {
+    let matches = Cli::command().get_matches();
+    let prompts = prompt_order(&matches);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    match run(cli, prompts) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -163,7 +216,51 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+/// `generate`'s --prompt and --tokens values in the order given on the command line.
+fn prompt_order(m: &clap::ArgMatches) -> Vec<generate::Prompt> {
+    let Some(("generate", g)) = m.subcommand() else {
+        return Vec::new();
+    };
+    let mut all: Vec<(usize, generate::Prompt)> = Vec::new();
+    if let (Some(vals), Some(idx)) = (g.get_many::<String>("prompt"), g.indices_of("prompt")) {
+        all.extend(
+            idx.zip(vals)
+                .map(|(i, v)| (i, generate::Prompt::Text(v.clone()))),
+        );
+    }
+    if let Some(occ) = g.get_occurrences::<u32>("tokens") {
+        let starts: Vec<usize> = g
+            .indices_of("tokens")
+            .map(|i| i.collect())
+            .unwrap_or_default();
+        let mut at = 0;
+        for o in occ {
+            let ids: Vec<u32> = o.copied().collect();
+            let first = starts.get(at).copied().unwrap_or(usize::MAX);
+            at += ids.len();
+            all.push((first, generate::Prompt::Tokens(ids)));
+        }
+    }
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The model directory: `--model`, or the error that says how to give one.
+pub(crate) fn model_dir(
+    model: Option<&std::path::Path>,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    match model {
+        Some(p) if p.is_dir() => Ok(p.to_path_buf()),
+        Some(p) => Err(format!(
+            "--model {}: not a directory (give a checkpoint directory with config.json)",
+            p.display()
+        )
+        .into()),
+        None => Err("give --model DIR (a Gemma 4 checkpoint directory)".into()),
+    }
+}
+
+fn run(cli: Cli, prompts: Vec<generate::Prompt>) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let opts = GpuOptions {
         backend: cli.backend,
         force_fallback: false,
@@ -181,6 +278,37 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Parity => parity::run(&gpu, cli.json),
+        Command::Generate {
+            model,
+            prompt: _,
+            tokens: _,
+            chat,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            quantize,
+        } => generate::generate(
+            &gpu,
+            &generate::GenArgs {
+                model,
+                prompts,
+                chat,
+                max_new_tokens,
+                sampling: onepath_text::SamplingParams {
+                    temperature,
+                    top_k,
+                    top_p,
+                    seed,
+                },
+                quantize,
+            },
+            cli.json,
+        ),
+        Command::Logits { model, tokens, out } => {
+            generate::logits(&gpu, model.as_deref(), &tokens, &out, cli.json)
+        }
         Command::Load {
             path,
             quantize,

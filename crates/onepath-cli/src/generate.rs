@@ -1,0 +1,297 @@
+//! `onepath generate` and `onepath logits`: a model directory, prompts, text.
+//!
+//! Several prompts run together: every step holds each unfinished sequence's next token (the
+//! first step their whole prompts), so the batch shrinks as sequences stop. A row's logits do
+//! not depend on the batch, so each prompt gets the tokens it would get alone; a seeded sample
+//! draws its random number from (seed, position) only, so sampling is batch-free too.
+
+use crate::model_dir;
+use indicatif::{ProgressBar, ProgressStyle};
+use onepath_gpu::Gpu;
+use onepath_model::{LoadOptions, Logits, Model, RunOptions, SeqInput, open_checkpoint};
+use onepath_text::{ChatMessage, SamplingParams, StreamDecoder, Tokenizer};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+type R<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// One prompt as given on the command line.
+#[derive(Clone, Debug)]
+pub enum Prompt {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+pub struct GenArgs {
+    pub model: Option<PathBuf>,
+    pub prompts: Vec<Prompt>,
+    pub chat: bool,
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    pub quantize: Option<u32>,
+}
+
+/// The model directory's tokenizer, if it has a `tokenizer.json`.
+pub fn tokenizer(dir: &Path) -> R<Option<Tokenizer>> {
+    let path = dir.join("tokenizer.json");
+    Ok(if path.exists() {
+        Some(Tokenizer::from_file(&path)?)
+    } else {
+        None
+    })
+}
+
+/// Loads `dir` for `seqs` sequences of up to `len` positions, with a progress bar on stderr
+/// (hidden with `--json`).
+pub fn load(
+    gpu: &Gpu,
+    dir: &Path,
+    quantize: Option<u32>,
+    seqs: usize,
+    len: usize,
+    quiet: bool,
+) -> R<Model> {
+    let (cfg, ckpt) = open_checkpoint(dir)?;
+    let quantize = quantize
+        .map(|bits| onepath_weights::QuantParams::new(64, bits, "--quantize"))
+        .transpose()?;
+    let opts = LoadOptions {
+        quantize,
+        ..Default::default()
+    };
+    let run = RunOptions::for_sequences(&cfg, seqs, len.min(cfg.max_positions));
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(cfg.layers as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("loading {msg} {bar:30} {pos}/{len} layers")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(dir.display().to_string());
+    let model = pollster::block_on(Model::load(gpu, cfg, ckpt, &opts, run, &mut |done, _| {
+        bar.set_position(done as u64)
+    }))?;
+    bar.finish_and_clear();
+    Ok(model)
+}
+
+/// Token ids of each prompt: `--tokens` as given, `--prompt` encoded (with `<bos>`), or in the
+/// chat turn format with `--chat`.
+fn encode(prompts: &[Prompt], tok: Option<&Tokenizer>, chat: bool) -> R<Vec<Vec<u32>>> {
+    prompts
+        .iter()
+        .map(|p| match p {
+            Prompt::Tokens(t) => Ok(t.clone()),
+            Prompt::Text(text) => {
+                let tok = tok.ok_or(
+                    "--prompt needs a tokenizer.json in the model directory (or give --tokens)",
+                )?;
+                Ok(if chat {
+                    tok.chat_prompt(&[ChatMessage::user(text.clone())], true)?
+                } else {
+                    tok.encode(text, true)?
+                })
+            }
+        })
+        .collect()
+}
+
+/// The ids that end a sequence: the config's eos ids and the tokenizer's end of turn.
+fn stop_ids(m: &Model, tok: Option<&Tokenizer>) -> Vec<u32> {
+    let mut ids = m.config.eos.clone();
+    if let Some(t) = tok {
+        ids.extend(t.special().stop_ids());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+pub fn generate(gpu: &Gpu, a: &GenArgs, as_json: bool) -> R<ExitCode> {
+    if a.prompts.is_empty() {
+        return Err("give at least one --prompt TEXT or --tokens ID,ID,...".into());
+    }
+    a.sampling.validate()?;
+    let dir = model_dir(a.model.as_deref())?;
+    let tok = tokenizer(&dir)?;
+    let prompts = encode(&a.prompts, tok.as_ref(), a.chat)?;
+    let cfg = onepath_model::Config::from_json(&read_config(&dir)?)?;
+    for (i, p) in prompts.iter().enumerate() {
+        if p.is_empty() {
+            return Err(format!("prompt {i} is empty: nothing to continue").into());
+        }
+        let need = p.len() + a.max_new_tokens;
+        if need > cfg.max_positions {
+            return Err(format!(
+                "prompt {i} has {} tokens; with --max-new-tokens {} that is {need} positions, beyond \
+                 the model's context of {}",
+                p.len(),
+                a.max_new_tokens,
+                cfg.max_positions
+            )
+            .into());
+        }
+    }
+    let n = prompts.len();
+    let len = prompts.iter().map(Vec::len).max().unwrap_or(0) + a.max_new_tokens;
+    let mut model = load(gpu, &dir, a.quantize, n, len, as_json)?;
+    let m = &mut model;
+    let stops = stop_ids(m, tok.as_ref());
+    let tok = tok.as_ref();
+    let stream = !as_json && n == 1;
+    let mut decoder: Option<StreamDecoder> = tok.map(|t| t.stream_decoder(true));
+    let outs = run_batch(gpu, m, &prompts, a, &stops, &mut |i, id| {
+        if stream && let Some(d) = decoder.as_mut() {
+            let piece = d.step(id).unwrap_or_default();
+            print!("{piece}");
+            let _ = std::io::stdout().flush();
+        }
+        let _ = i;
+    })?;
+    if stream {
+        if let Some(d) = decoder.as_mut() {
+            print!("{}", d.flush().unwrap_or_default());
+        }
+        println!();
+    }
+    let texts: Vec<Option<String>> = outs
+        .iter()
+        .map(|o| tok.and_then(|t| t.decode_with(o, true).ok()))
+        .collect();
+    if as_json {
+        let outputs: Vec<_> = outs
+            .iter()
+            .zip(&texts)
+            .map(|(o, t)| json!({"tokens": o, "text": t}))
+            .collect();
+        println!("{}", json!({ "outputs": outputs }));
+    } else if !stream {
+        for (i, (o, t)) in outs.iter().zip(&texts).enumerate() {
+            println!("--- output {i} ({} tokens)", o.len());
+            match t {
+                Some(t) => println!("{t}"),
+                None => println!("{o:?}"),
+            }
+        }
+    } else if tok.is_none() {
+        println!("{:?}", outs[0]);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_config(dir: &Path) -> R<String> {
+    let p = dir.join("config.json");
+    std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()).into())
+}
+
+/// Generates up to `max_new_tokens` for every prompt (sequence ids 0..n), batched; `emit(i,
+/// id)` sees each new token as it comes. Returns the new tokens of each prompt (stop token
+/// excluded).
+pub fn run_batch(
+    gpu: &Gpu,
+    m: &mut Model,
+    prompts: &[Vec<u32>],
+    a: &GenArgs,
+    stops: &[u32],
+    emit: &mut dyn FnMut(usize, u32),
+) -> R<Vec<Vec<u32>>> {
+    let n = prompts.len();
+    let mut outs: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut next: Vec<Option<SeqInput>> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Some(SeqInput {
+                seq: i as u64,
+                pos: 0,
+                tokens: p.clone(),
+                logits: Logits::Last,
+            })
+        })
+        .collect();
+    if a.max_new_tokens == 0 {
+        return Ok(outs);
+    }
+    let greedy = a.sampling.is_greedy();
+    loop {
+        let inputs: Vec<SeqInput> = next.iter().flatten().cloned().collect();
+        if inputs.is_empty() {
+            break;
+        }
+        let out = pollster::block_on(m.step(gpu, &inputs, !greedy))?;
+        for row in out.rows {
+            let i = row.seq as usize;
+            let id = match &row.logits {
+                Some(l) if !greedy => onepath_text::sample(l, &a.sampling, u64::from(row.pos) + 1)?,
+                _ => row.greedy,
+            };
+            let done = stops.contains(&id) || outs[i].len() + 1 >= a.max_new_tokens;
+            if !stops.contains(&id) {
+                outs[i].push(id);
+                emit(i, id);
+            }
+            if done {
+                next[i] = None;
+                m.free(row.seq);
+            } else if let Some(s) = next[i].as_mut() {
+                s.pos = row.pos + 1;
+                s.tokens = vec![id];
+            }
+        }
+    }
+    Ok(outs)
+}
+
+/// `onepath logits`: one full-sequence forward; the soft-capped f32 logits of every position
+/// in a safetensors file, tensor `logits` `[T, vocab]`.
+pub fn logits(
+    gpu: &Gpu,
+    model: Option<&Path>,
+    tokens: &[u32],
+    out: &Path,
+    as_json: bool,
+) -> R<ExitCode> {
+    if tokens.is_empty() {
+        return Err("--tokens is empty: give at least one token id".into());
+    }
+    let dir = model_dir(model)?;
+    let mut model = load(gpu, &dir, None, 1, tokens.len(), as_json)?;
+    let m = &mut model;
+    let input = SeqInput {
+        seq: 0,
+        pos: 0,
+        tokens: tokens.to_vec(),
+        logits: Logits::All,
+    };
+    let step = pollster::block_on(m.step(gpu, &[input], true))?;
+    let vocab = m.config.vocab;
+    let data: Vec<f32> = step
+        .rows
+        .into_iter()
+        .flat_map(|r| r.logits.unwrap_or_default())
+        .collect();
+    let bytes: &[u8] = bytemuck::cast_slice(&data);
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![tokens.len(), vocab],
+        bytes,
+    )?;
+    safetensors::serialize_to_file([("logits", view)], None, out)?;
+    if as_json {
+        println!(
+            "{}",
+            json!({"out": out.display().to_string(), "shape": [tokens.len(), vocab]})
+        );
+    } else {
+        println!(
+            "wrote logits [{}, {vocab}] to {}",
+            tokens.len(),
+            out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
