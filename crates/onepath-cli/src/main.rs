@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_bw;
+mod bench_decode;
 mod bench_dispatch;
 mod bench_qmm;
 mod bench_step;
@@ -176,6 +177,26 @@ enum BenchWhat {
         #[arg(long, value_enum, default_value_t = bench_qmm::WeightsArg::Q4)]
         weights: bench_qmm::WeightsArg,
     },
+    /// The whole decoder on a Gemma 4 E2B-shaped model with random 4-bit weights made in
+    /// process: load time, prefill tokens/s, decode tokens/s at batch 1, 8 and 32, GPU memory,
+    /// and whether batched rows equal the same sequences alone, bit for bit.
+    Decode {
+        /// Layers (35 is E2B; fewer for a quick run).
+        #[arg(long, default_value_t = 35)]
+        layers: usize,
+        /// Batch sizes (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 32])]
+        batch: Vec<usize>,
+        /// Timed decode steps per batch size.
+        #[arg(long, default_value_t = 32)]
+        steps: usize,
+        /// Prompt tokens of each sequence before decoding.
+        #[arg(long, default_value_t = 128)]
+        prompt: usize,
+        /// Tokens of the prefill measurement's prompt.
+        #[arg(long, default_value_t = 512)]
+        prefill: usize,
+    },
     /// Decode attention: batch 1, 8, 32; 8 query heads on 1 KV head; head_dim 256 and 512;
     /// 4096 and 32768 keys; f16 K/V.
     Sdpa {
@@ -323,6 +344,26 @@ fn run(cli: Cli, prompts: Vec<generate::Prompt>) -> Result<ExitCode, Box<dyn std
                 group_size,
                 prefix,
                 max_binding,
+            },
+            cli.json,
+        ),
+        Command::Bench {
+            what:
+                BenchWhat::Decode {
+                    layers,
+                    batch,
+                    steps,
+                    prompt,
+                    prefill,
+                },
+        } => bench_decode::run(
+            &gpu,
+            &bench_decode::DecodeArgs {
+                layers,
+                batches: batch,
+                steps,
+                prompt,
+                prefill,
             },
             cli.json,
         ),

@@ -13,6 +13,7 @@ pub mod kv;
 mod program;
 mod rope;
 pub mod step;
+pub mod synthetic;
 pub mod weights;
 
 pub use config::{Config, Kind};
