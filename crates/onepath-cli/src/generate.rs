@@ -5,10 +5,10 @@
 //! not depend on the batch, so each prompt gets the tokens it would get alone; a seeded sample
 //! draws its random number from (seed, position) only, so sampling is batch-free too.
 
-use crate::model_dir;
+use crate::{Source, model_source};
 use indicatif::{ProgressBar, ProgressStyle};
 use onepath_gpu::Gpu;
-use onepath_model::{LoadOptions, Logits, Model, RunOptions, SeqInput, open_checkpoint};
+use onepath_model::{LoadOptions, Logits, Model, RunOptions, SeqInput, open_checkpoint, shipped};
 use onepath_text::{ChatMessage, SamplingParams, StreamDecoder, Tokenizer};
 use serde_json::json;
 use std::io::Write;
@@ -33,8 +33,12 @@ pub struct GenArgs {
     pub quantize: Option<u32>,
 }
 
-/// The model directory's tokenizer, if it has a `tokenizer.json`.
-pub fn tokenizer(dir: &Path) -> R<Option<Tokenizer>> {
+/// The model's tokenizer: the shipped one, or the directory's `tokenizer.json` if it has one.
+pub fn tokenizer(src: &Source) -> R<Option<Tokenizer>> {
+    let dir = match src {
+        Source::Shipped => return Ok(Some(Tokenizer::from_bytes(shipped::TOKENIZER)?)),
+        Source::Dir(d) => d,
+    };
     let path = dir.join("tokenizer.json");
     Ok(if path.exists() {
         Some(Tokenizer::from_file(&path)?)
@@ -43,17 +47,20 @@ pub fn tokenizer(dir: &Path) -> R<Option<Tokenizer>> {
     })
 }
 
-/// Loads `dir` for `seqs` sequences of up to `len` positions, with a progress bar on stderr
-/// (hidden with `--json`).
+/// Loads the model for `seqs` sequences of up to `len` positions, with a progress bar on
+/// stderr (hidden with `--json`).
 pub fn load(
     gpu: &Gpu,
-    dir: &Path,
+    src: &Source,
     quantize: Option<u32>,
     seqs: usize,
     len: usize,
     quiet: bool,
 ) -> R<Model> {
-    let (cfg, ckpt) = open_checkpoint(dir)?;
+    let (cfg, ckpt) = match src {
+        Source::Dir(dir) => open_checkpoint(dir)?,
+        Source::Shipped => shipped::checkpoint()?,
+    };
     let quantize = quantize
         .map(|bits| onepath_weights::QuantParams::new(64, bits, "--quantize"))
         .transpose()?;
@@ -71,7 +78,7 @@ pub fn load(
         ProgressStyle::with_template("loading {msg} {bar:30} {pos}/{len} layers")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar.set_message(dir.display().to_string());
+    bar.set_message(src.to_string());
     let model = pollster::block_on(Model::load(gpu, cfg, ckpt, &opts, run, &mut |done, _| {
         bar.set_position(done as u64)
     }))?;
@@ -116,10 +123,10 @@ pub fn generate(gpu: &Gpu, a: &GenArgs, as_json: bool) -> R<ExitCode> {
         return Err("give at least one --prompt TEXT or --tokens ID,ID,...".into());
     }
     a.sampling.validate()?;
-    let dir = model_dir(a.model.as_deref())?;
-    let tok = tokenizer(&dir)?;
+    let src = model_source(a.model.as_deref())?;
+    let tok = tokenizer(&src)?;
     let prompts = encode(&a.prompts, tok.as_ref(), a.chat)?;
-    let cfg = onepath_model::Config::from_json(&read_config(&dir)?)?;
+    let cfg = onepath_model::Config::from_json(&read_config(&src)?)?;
     for (i, p) in prompts.iter().enumerate() {
         if p.is_empty() {
             return Err(format!("prompt {i} is empty: nothing to continue").into());
@@ -138,7 +145,7 @@ pub fn generate(gpu: &Gpu, a: &GenArgs, as_json: bool) -> R<ExitCode> {
     }
     let n = prompts.len();
     let len = prompts.iter().map(Vec::len).max().unwrap_or(0) + a.max_new_tokens;
-    let mut model = load(gpu, &dir, a.quantize, n, len, as_json)?;
+    let mut model = load(gpu, &src, a.quantize, n, len, as_json)?;
     let m = &mut model;
     let stops = stop_ids(m, tok.as_ref());
     let tok = tok.as_ref();
@@ -183,7 +190,11 @@ pub fn generate(gpu: &Gpu, a: &GenArgs, as_json: bool) -> R<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_config(dir: &Path) -> R<String> {
+fn read_config(src: &Source) -> R<String> {
+    let dir = match src {
+        Source::Shipped => return Ok(shipped::CONFIG.to_string()),
+        Source::Dir(d) => d,
+    };
     let p = dir.join("config.json");
     std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()).into())
 }
@@ -258,8 +269,8 @@ pub fn logits(
     if tokens.is_empty() {
         return Err("--tokens is empty: give at least one token id".into());
     }
-    let dir = model_dir(model)?;
-    let mut model = load(gpu, &dir, None, 1, tokens.len(), as_json)?;
+    let src = model_source(model)?;
+    let mut model = load(gpu, &src, None, 1, tokens.len(), as_json)?;
     let m = &mut model;
     let input = SeqInput {
         seq: 0,

@@ -42,7 +42,8 @@ enum Command {
     /// each getting the tokens it would get alone. Streams text for one prompt.
     Generate {
         /// Model directory (config.json, model.safetensors or a sharded index,
-        /// tokenizer.json): Hugging Face or MLX.
+        /// tokenizer.json): Hugging Face or MLX. Default: kjv-tiny, the small model that ships
+        /// with onepath.
         #[arg(long)]
         model: Option<std::path::PathBuf>,
         /// A prompt (repeatable; encoded with <bos>, or in the chat format with --chat).
@@ -266,18 +267,33 @@ fn prompt_order(m: &clap::ArgMatches) -> Vec<generate::Prompt> {
     all.into_iter().map(|(_, p)| p).collect()
 }
 
-/// The model directory: `--model`, or the error that says how to give one.
-pub(crate) fn model_dir(
+/// Where a model comes from: a checkpoint directory, or the one compiled into onepath.
+pub(crate) enum Source {
+    Dir(std::path::PathBuf),
+    Shipped,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Dir(d) => write!(f, "{}", d.display()),
+            Source::Shipped => write!(f, "{} (shipped with onepath)", onepath_model::shipped::NAME),
+        }
+    }
+}
+
+/// `--model DIR`, or the shipped model when none is given.
+pub(crate) fn model_source(
     model: Option<&std::path::Path>,
-) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+) -> Result<Source, Box<dyn std::error::Error>> {
     match model {
-        Some(p) if p.is_dir() => Ok(p.to_path_buf()),
+        Some(p) if p.is_dir() => Ok(Source::Dir(p.to_path_buf())),
         Some(p) => Err(format!(
             "--model {}: not a directory (give a checkpoint directory with config.json)",
             p.display()
         )
         .into()),
-        None => Err("give --model DIR (a Gemma 4 checkpoint directory)".into()),
+        None => Ok(Source::Shipped),
     }
 }
 

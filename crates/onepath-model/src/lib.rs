@@ -12,6 +12,7 @@ pub mod config;
 pub mod kv;
 mod program;
 mod rope;
+pub mod shipped;
 pub mod step;
 pub mod synthetic;
 pub mod weights;
