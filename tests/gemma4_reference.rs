@@ -7,6 +7,7 @@
 //! - the default f16 K/V for bf16 and 4-bit checkpoints: 0.1 (measured at most 0.045; the
 //!   difference is f16's rounding of K and V, nothing else: with f32 K/V the same runs agree
 //!   to 1e-4).
+//!
 //! Greedy tokens: teacher-forced, the argmax equals the reference's wherever the reference's
 //! top-1 margin exceeds twice the tolerance; free-running with f32 K/V, all 32 greedy tokens of
 //! every prompt equal the reference's (its smallest margin along those paths is 0.003,

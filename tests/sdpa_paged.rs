@@ -24,10 +24,10 @@ fn scatter<T: Copy + Default>(
     let page = PAGE_KEYS as usize;
     let slots = pages * page;
     let mut pool = vec![T::default(); h * slots * d];
-    for s in 0..b {
+    for (s, table) in tables.iter().enumerate().take(b) {
         for hh in 0..h {
             for j in 0..t {
-                let slot = tables[s][j / page] as usize * page + j % page;
+                let slot = table[j / page] as usize * page + j % page;
                 let src = ((s * h + hh) * t + j) * d;
                 let dst = (hh * slots + slot) * d;
                 pool[dst..dst + d].copy_from_slice(&x[src..src + d]);

@@ -1,5 +1,5 @@
-// Gemma's gated activation: out[r, i] = gelu_tanh(a[r * a_stride + i]) * b[r * b_stride +
-// b_off + i], in f32, one invocation per output element (GeGLU in the MLP; the per-layer-input
+// Gemma's gated activation: out[r, i] = gelu_tanh(a[r * a_stride + a_off + i]) *
+// b[r * b_stride + b_off + i], in f32, one invocation per output element (GeGLU in the MLP; the per-layer-input
 // gate with b the layer's slice of the per-layer inputs).
 // gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); tanh's argument is clamped
 // to [-10, 10], where tanh already rounds to +-1 in f32, so the clamp changes no value.
@@ -11,7 +11,7 @@ struct Params {
     b_stride: u32,
     b_off: u32,
     grid_x: u32,     // invocations along x (256 per workgroup)
-    pad0: u32,
+    a_off: u32,
     pad1: u32,
 }
 
@@ -33,5 +33,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let r = e / prm.n;
     let i = e % prm.n;
-    out[e] = gelu_tanh(a[r * prm.a_stride + i]) * b[r * prm.b_stride + prm.b_off + i];
+    out[e] = gelu_tanh(a[r * prm.a_stride + prm.a_off + i]) * b[r * prm.b_stride + prm.b_off + i];
 }

@@ -17,14 +17,18 @@ struct Params {
     eps: f32,
     grid_x: u32,
     slots: u32,    // cache rows per KV head (pages * PAGE)
+    k_stride: u32, // elements between tokens' rows in kx / vx, and where K / V start in them
+    k_off: u32,
+    v_stride: u32,
+    v_off: u32,
     pad0: u32,
     pad1: u32,
     pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> prm: Params;
-@group(0) @binding(1) var<storage, read> kx: array<f32>;          // [tokens, heads, D]
-@group(0) @binding(2) var<storage, read> vx: array<f32>;          // [tokens, heads, D]
+@group(0) @binding(1) var<storage, read> kx: array<f32>;          // [tokens, k_stride]
+@group(0) @binding(2) var<storage, read> vx: array<f32>;          // [tokens, v_stride]
 @group(0) @binding(3) var<storage, read> kw: array<f32>;          // [D]
 @group(0) @binding(4) var<storage, read> rope: array<vec2<f32>>;  // [tokens, D/2]
 @group(0) @binding(5) var<storage, read> slot: array<u32>;        // [tokens]
@@ -64,18 +68,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let live = row < prm.tokens * prm.heads;
     let half = D / 2u;
     let own = live && t < half;
-    let base = select(0u, row, live) * D;
     let token = select(0u, row, live) / prm.heads;
     let head = select(0u, row, live) % prm.heads;
+    let ks = token * prm.k_stride + prm.k_off + head * D;
+    let vs = token * prm.v_stride + prm.v_off + head * D;
     var ka = 0.0;
     var kb = 0.0;
     var va = 0.0;
     var vb = 0.0;
     if (own) {
-        ka = kx[base + t];
-        kb = kx[base + t + half];
-        va = vx[base + t];
-        vb = vx[base + t + half];
+        ka = kx[ks + t];
+        kb = kx[ks + t + half];
+        va = vx[vs + t];
+        vb = vx[vs + t + half];
     }
     let rk = inverseSqrt(tree(t, ka * ka + kb * kb) / f32(D) + prm.eps);
     let rv = inverseSqrt(tree(t, va * va + vb * vb) / f32(D) + prm.eps);

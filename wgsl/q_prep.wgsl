@@ -15,10 +15,14 @@ struct Params {
     heads: u32,
     eps: f32,
     grid_x: u32,
+    x_stride: u32,  // elements between tokens' rows in x (a fused q/k/v output is wider)
+    x_off: u32,     // where the q part starts in a token's row
+    pad0: u32,
+    pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> prm: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;       // [tokens, heads, D]
+@group(0) @binding(1) var<storage, read> x: array<f32>;       // [tokens, x_stride]
 @group(0) @binding(2) var<storage, read> w: array<f32>;       // [D]
 @group(0) @binding(3) var<storage, read> rope: array<vec2<f32>>; // [tokens, D/2] (cos, sin)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;  // [tokens, heads, D]
@@ -33,11 +37,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let own = live && t < half;
     let base = select(0u, row, live) * D;
     let token = select(0u, row, live) / prm.heads;
+    let head = select(0u, row, live) % prm.heads;
+    let src = token * prm.x_stride + prm.x_off + head * D;
     var a = 0.0;
     var b = 0.0;
     if (own) {
-        a = x[base + t];
-        b = x[base + t + half];
+        a = x[src + t];
+        b = x[src + t + half];
     }
     red[t] = a * a + b * b;
     workgroupBarrier();

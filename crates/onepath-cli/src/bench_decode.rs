@@ -7,6 +7,7 @@
 
 use crate::util::{adapter_json, median, yes};
 use onepath_gpu::Gpu;
+use onepath_model::profile::{Profile, ProfileMode};
 use onepath_model::synthetic::{Shape, checkpoint};
 use onepath_model::{LoadOptions, Logits, Model, RunOptions, SeqInput};
 use serde_json::json;
@@ -21,6 +22,8 @@ pub struct DecodeArgs {
     pub steps: usize,
     pub prompt: usize,
     pub prefill: usize,
+    /// Also measure where a step's time goes (host phases; GPU time per part of the step).
+    pub profile: bool,
 }
 
 fn tokens(seed: u64, n: usize, vocab: usize) -> Vec<u32> {
@@ -163,6 +166,12 @@ pub fn run(gpu: &Gpu, a: &DecodeArgs, as_json: bool) -> R<ExitCode> {
                 .eq(bat.iter().map(|x| x.to_bits()));
         }
     }
+    let mut profiles = Vec::new();
+    if a.profile {
+        for &b in &a.batches {
+            profiles.push(profile_batch(gpu, &mut m, b, a.prompt)?);
+        }
+    }
     let gpu_mib = m.gpu_bytes() as f64 / (1 << 20) as f64;
     if as_json {
         println!(
@@ -175,6 +184,7 @@ pub fn run(gpu: &Gpu, a: &DecodeArgs, as_json: bool) -> R<ExitCode> {
                 "decode": cases, "prompt": a.prompt, "steps": a.steps,
                 "gpu_mib": gpu_mib,
                 "batched_rows_equal_alone": equal,
+                "profile": profiles,
             })
         );
     } else {
@@ -210,10 +220,53 @@ pub fn run(gpu: &Gpu, a: &DecodeArgs, as_json: bool) -> R<ExitCode> {
             b - 1,
             yes(equal)
         );
+        for p in &profiles {
+            println!("profile {p:#}");
+        }
     }
     Ok(if equal {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Host phases and GPU time per part of a decode step at batch `b` (ms per step), 8 steps
+/// each way.
+fn profile_batch(gpu: &Gpu, m: &mut Model, b: usize, prompt: usize) -> R<serde_json::Value> {
+    let steps = 8;
+    let mut out = json!({"batch": b});
+    for mode in [ProfileMode::Phases, ProfileMode::Ops] {
+        let next = prefill(gpu, m, 0, b, prompt)?;
+        m.profile = Some(Profile::new(mode));
+        decode(gpu, m, next, steps, false)?;
+        let p = m.profile.take().expect("set above");
+        for s in 0..b as u64 {
+            m.free(s);
+        }
+        let per = |x: f64| x * 1e3 / p.pieces as f64;
+        match mode {
+            ProfileMode::Phases => {
+                out["phases_ms"] = json!({
+                    "host_prep": per(p.prep_s), "host_attention_plan": per(p.attn_s),
+                    "host_record_submit": per(p.encode_s), "wait": per(p.wait_s),
+                    "gpu_busy": per(p.gpu_s), "gpu_span": per(p.gpu_span_s),
+                });
+            }
+            ProfileMode::Ops => {
+                let ops: serde_json::Map<String, serde_json::Value> = p
+                    .ops
+                    .iter()
+                    .map(|(k, (n, t))| {
+                        (
+                            k.to_string(),
+                            json!({"dispatches": *n as f64 / p.pieces as f64, "gpu_ms": per(*t)}),
+                        )
+                    })
+                    .collect();
+                out["ops_own_pass_ms"] = serde_json::Value::Object(ops);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -197,6 +197,10 @@ enum BenchWhat {
         /// Tokens of the prefill measurement's prompt.
         #[arg(long, default_value_t = 512)]
         prefill: usize,
+        /// Also measure where a step's time goes: host phases, and GPU time per part of the
+        /// step with every dispatch in a timed pass of its own.
+        #[arg(long)]
+        profile: bool,
     },
     /// Decode attention: batch 1, 8, 32; 8 query heads on 1 KV head; head_dim 256 and 512;
     /// 4096 and 32768 keys; f16 K/V.
@@ -371,6 +375,7 @@ fn run(cli: Cli, prompts: Vec<generate::Prompt>) -> Result<ExitCode, Box<dyn std
                     steps,
                     prompt,
                     prefill,
+                    profile,
                 },
         } => bench_decode::run(
             &gpu,
@@ -380,6 +385,7 @@ fn run(cli: Cli, prompts: Vec<generate::Prompt>) -> Result<ExitCode, Box<dyn std
                 steps,
                 prompt,
                 prefill,
+                profile,
             },
             cli.json,
         ),

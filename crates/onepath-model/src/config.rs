@@ -65,7 +65,11 @@ fn bad(key: &str, v: &Value, want: &str) -> ModelError {
 }
 
 fn uint(c: &Value, key: &str) -> Result<usize, ModelError> {
-    let v = c.get(key).ok_or_else(|| missing(key, "required"))?;
+    uint_why(c, key, "required")
+}
+
+fn uint_why(c: &Value, key: &str, why: &str) -> Result<usize, ModelError> {
+    let v = c.get(key).ok_or_else(|| missing(key, why))?;
     v.as_u64()
         .map(|x| x as usize)
         .ok_or_else(|| bad(key, v, "a non-negative integer"))
@@ -91,13 +95,14 @@ impl Config {
             .map_err(|e| ModelError::Config(format!("config.json is not valid JSON: {e}")))?;
         let c = match root.get("text_config") {
             Some(t) if t.is_object() => t,
-            _ => &root,
+            None | Some(Value::Null) => &root,
+            Some(t) => return Err(bad("text_config", t, "an object")),
         };
-        let mt = c
-            .get("model_type")
-            .or_else(|| root.get("model_type"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let mt = match c.get("model_type").or_else(|| root.get("model_type")) {
+            Some(Value::String(s)) => s.as_str(),
+            Some(v) => return Err(bad("model_type", v, "a string")),
+            None => return Err(missing("model_type", "required: gemma4 or gemma4_text")),
+        };
         if !mt.starts_with("gemma4") {
             return Err(ModelError::Unsupported(format!(
                 "model_type `{mt}`: onepath runs Gemma 4 text decoders (gemma4 / gemma4_text)"
@@ -114,10 +119,15 @@ impl Config {
         let layer_kinds = match c.get("layer_types") {
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|k| match k.as_str() {
+                .enumerate()
+                .map(|(i, k)| match k.as_str() {
                     Some("sliding_attention") => Ok(Kind::Sliding),
                     Some("full_attention") => Ok(Kind::Full),
-                    _ => Err(bad("layer_types", k, "sliding_attention or full_attention")),
+                    _ => Err(bad(
+                        &format!("layer_types[{i}]"),
+                        k,
+                        "sliding_attention or full_attention",
+                    )),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             Some(v) => return Err(bad("layer_types", v, "a list")),
@@ -176,7 +186,7 @@ impl Config {
                     .ok_or_else(|| bad("hidden_size_per_layer_input", v, "an integer"))
             })
             .transpose()?
-            .ok_or_else(|| missing("hidden_size_per_layer_input", "required (0 for none)"))?;
+            .ok_or_else(|| missing("hidden_size_per_layer_input", "required; 0 for none"))?;
         let vocab = uint(c, "vocab_size")?;
         let eos = match c.get("eos_token_id").or_else(|| root.get("eos_token_id")) {
             Some(Value::Array(a)) => a
@@ -210,8 +220,7 @@ impl Config {
                 .get("vocab_size_per_layer_input")
                 .and_then(Value::as_u64)
                 .map_or(vocab, |x| x as usize),
-            kv_shared: uint(c, "num_kv_shared_layers")
-                .map_err(|_| missing("num_kv_shared_layers", DIFFERS))?,
+            kv_shared: uint_why(c, "num_kv_shared_layers", DIFFERS)?,
             double_wide: boolean(c, "use_double_wide_mlp", DIFFERS)?,
             sliding_window: uint(c, "sliding_window")?,
             layer_kinds,
@@ -243,11 +252,21 @@ impl Config {
         if self.heads == 0 || self.hidden == 0 || self.layers == 0 || self.vocab == 0 {
             return err("hidden_size, num_hidden_layers, num_attention_heads and vocab_size must be positive".into());
         }
-        for (what, s) in [("sliding", &self.sliding), ("full", &self.full)] {
+        for (what, kind, s) in [
+            ("sliding", Kind::Sliding, &self.sliding),
+            ("full", Kind::Full, &self.full),
+        ] {
             if s.kv_heads == 0 || !self.heads.is_multiple_of(s.kv_heads) {
                 return err(format!(
                     "{what} layers: {} query heads do not group over {} KV heads",
                     self.heads, s.kv_heads
+                ));
+            }
+            let used = self.layer_kinds.contains(&kind);
+            if used && (s.head_dim == 0 || !s.head_dim.is_multiple_of(2)) {
+                return err(format!(
+                    "{what} layers: head_dim {} must be positive and even (RoPE rotates halves)",
+                    s.head_dim
                 ));
             }
             let ok = s.partial_rotary > 0.0 && s.partial_rotary <= 1.0 && s.rope_theta > 0.0;
@@ -264,13 +283,25 @@ impl Config {
         for kind in [Kind::Sliding, Kind::Full] {
             let used = self.layer_kinds.contains(&kind);
             if used && self.kv_source(kind).is_none() {
+                let name = match kind {
+                    Kind::Sliding => "sliding-window",
+                    Kind::Full => "full-attention",
+                };
                 return err(format!(
-                    "no layer before the KV-shared ones computes {kind:?} K/V for them to share"
+                    "no layer before the KV-shared ones computes {name} K/V for them to share"
                 ));
             }
         }
         if self.sliding_window == 0 {
             return err("sliding_window must be positive".into());
+        }
+        // Per-layer inputs are gathered by token id from a table of `ple_vocab` rows.
+        if self.ple_dim > 0 && self.ple_vocab < self.vocab {
+            return Err(ModelError::Unsupported(format!(
+                "vocab_size_per_layer_input {} is smaller than vocab_size {}: token ids past \
+                 the per-layer table",
+                self.ple_vocab, self.vocab
+            )));
         }
         Ok(())
     }

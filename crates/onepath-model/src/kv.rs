@@ -60,7 +60,7 @@ pub struct SeqCache {
 }
 
 /// Page pools and every sequence's tables.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct KvCache {
     pub full: PagePool,
     pub sliding: PagePool,
@@ -86,10 +86,11 @@ impl KvCache {
     /// needed; on a shortage nothing is taken and the error says which pool ran out.
     pub fn reserve(&mut self, seq: u64, n: u32) -> Result<(), ModelError> {
         let s = self.seqs.entry(seq).or_default();
-        let end = s
-            .len
-            .checked_add(n)
-            .ok_or(ModelError::TooLong { seq, len: u32::MAX })?;
+        let end = s.len.checked_add(n).ok_or(ModelError::TooLong {
+            seq,
+            len: u32::MAX,
+            max: u32::MAX as usize,
+        })?;
         let pages = end.div_ceil(PAGE_KEYS) as usize;
         let need_full = if self.uses[0] {
             pages.saturating_sub(s.full.len())

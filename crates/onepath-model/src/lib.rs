@@ -10,6 +10,7 @@
 mod arena;
 pub mod config;
 pub mod kv;
+pub mod profile;
 mod program;
 mod rope;
 pub mod shipped;
@@ -46,9 +47,12 @@ pub enum ModelError {
     },
     #[error("token id {id} at position {pos} is outside the vocabulary (size {vocab})")]
     TokenId { id: u32, pos: usize, vocab: usize },
-    #[error("sequence {seq} would reach {len} positions, beyond the model's context")]
-    TooLong { seq: u64, len: u32 },
-    #[error("the KV cache's {pool} pool has {free} free pages; this step needs {need} more")]
+    #[error("sequence {seq} would reach {len} positions, beyond the model's context of {max}")]
+    TooLong { seq: u64, len: u32, max: usize },
+    #[error(
+        "the KV cache's {pool} pool has {free} free page(s); this step needs {need} more \
+         (RunOptions::pages sets the pool sizes)"
+    )]
     OutOfPages {
         pool: &'static str,
         need: usize,
@@ -111,6 +115,8 @@ pub struct Model {
     pub(crate) arena: Option<arena::Arena>,
     pub(crate) programs: HashMap<(usize, usize), program::Program>,
     pub(crate) opts: RunOptions,
+    /// Set to measure where steps spend their time (see [`profile`]).
+    pub profile: Option<profile::Profile>,
 }
 
 /// Reads a model directory: `config.json` and `model.safetensors` (or a sharded index).
@@ -209,6 +215,7 @@ impl Model {
             arena: None,
             programs: HashMap::new(),
             opts: run,
+            profile: None,
         })
     }
 
@@ -222,20 +229,7 @@ impl Model {
         let w = &self.weights;
         let mut b = w.lm_head.bytes();
         for l in &w.layers {
-            for lin in [
-                Some(&l.q),
-                l.k.as_ref(),
-                l.v.as_ref(),
-                Some(&l.o),
-                Some(&l.gate),
-                Some(&l.up),
-                Some(&l.down),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                b += lin.bytes();
-            }
+            b += l.qkv.bytes() + l.o.bytes() + l.gate_up.bytes() + l.down.bytes();
             if let Some((g, p, _)) = &l.ple {
                 b += g.bytes() + p.bytes();
             }

@@ -19,9 +19,10 @@
 
 use crate::arena::{Arena, kind_index};
 use crate::config::Kind;
+use crate::weights::Stacked;
 use crate::{KindOps, ModelError};
 use onepath_gpu::Gpu;
-use onepath_ops::block::{Dispatch, Kernels, KvAppendCall};
+use onepath_ops::block::{Dispatch, Kernels, KvAppendCall, View};
 use onepath_ops::linear::Linear;
 use onepath_ops::qmm::PreparedMatmul;
 use std::collections::HashMap;
@@ -52,7 +53,12 @@ impl Item {
 }
 
 pub(crate) struct Program {
-    pub items: Vec<Item>,
+    /// Each dispatch (or call) with the part of the step it belongs to (for profiles).
+    pub items: Vec<(&'static str, Item)>,
+}
+
+fn push(items: &mut Vec<(&'static str, Item)>, label: &'static str, item: Item) {
+    items.push((label, item));
 }
 
 pub(crate) struct Parts<'a> {
@@ -87,157 +93,231 @@ impl Program {
         let eps = c.eps;
         let mut items = Vec::new();
         if let Some((proj, norm)) = &w.ple_proj {
-            items.push(mm(gpu, proj, r, &a.h, &a.pl_proj)?);
+            push(
+                &mut items,
+                "matmul: per-layer projection",
+                mm(gpu, proj, r, &a.h, &a.pl_proj)?,
+            );
             let scales = (eps, (hid as f32).powf(-0.5), 0.5f32.sqrt());
             let shape = (r, c.layers, c.ple_dim);
-            items.push(Item::D(k.ple.prepare(
-                gpu, shape, scales, &a.pl_proj, &a.pl_tok, norm, &a.pli,
-            )?));
+            push(
+                &mut items,
+                "per-layer inputs",
+                Item::D(
+                    k.ple
+                        .prepare(gpu, shape, scales, &a.pl_proj, &a.pl_tok, norm, &a.pli)?,
+                ),
+            );
         }
         let first = &w.layers[0].input_norm;
-        items.push(Item::D(k.rms_norm.prepare(
-            gpu,
-            (hid, r, r),
-            eps,
-            &a.h,
-            first,
-            &a.ident,
-            &a.x,
-        )?));
+        push(
+            &mut items,
+            "norms + residual",
+            Item::D(
+                k.rms_norm
+                    .prepare(gpu, (hid, r, r), eps, &a.h, first, &a.ident, &a.x)?,
+            ),
+        );
         for (l, layer) in w.layers.iter().enumerate() {
             let kind = layer.kind;
             let ki = kind_index(kind);
             let ops = &p.kinds[&kind];
             let at = c.attn(kind);
             let d = at.head_dim;
-            items.push(mm(gpu, &layer.q, r, &a.x, &a.qraw)?);
-            items.push(Item::D(ops.q_prep.prepare(
-                gpu,
-                (r, c.heads),
-                eps,
-                &a.qraw,
-                &layer.q_norm,
-                &a.rope[ki],
-                &a.q,
-            )?));
-            if let (Some(kp), Some(kn)) = (&layer.k, &layer.k_norm) {
-                items.push(mm(gpu, kp, r, &a.x, &a.kraw)?);
-                let v = match &layer.v {
-                    Some(vp) => {
-                        items.push(mm(gpu, vp, r, &a.x, &a.vraw)?);
-                        &a.vraw
+            // q, k, v: one stacked matmul (views into its output rows) or one each.
+            let (qw, kw) = (c.heads * d, at.kv_heads * d);
+            let has_v = layer.k_norm.is_some() && !(c.k_eq_v && kind == Kind::Full);
+            let (qv, kv, vv): (View, View, View) = match &layer.qkv {
+                Stacked::One(lin) => {
+                    push(&mut items, "matmul: q k v", mm(gpu, lin, r, &a.x, &a.qraw)?);
+                    let n = lin.rows();
+                    let kv = (&a.qraw, n, qw);
+                    (
+                        (&a.qraw, n, 0),
+                        kv,
+                        if has_v { (&a.qraw, n, qw + kw) } else { kv },
+                    )
+                }
+                Stacked::Parts(parts) => {
+                    let outs = [&a.qraw, &a.kraw, &a.vraw];
+                    for (lin, y) in parts.iter().zip(outs) {
+                        push(&mut items, "matmul: q k v", mm(gpu, lin, r, &a.x, y)?);
                     }
-                    None => &a.kraw,
-                };
+                    let kv = (&a.kraw, kw, 0);
+                    (
+                        (&a.qraw, qw, 0),
+                        kv,
+                        if has_v { (&a.vraw, kw, 0) } else { kv },
+                    )
+                }
+            };
+            push(
+                &mut items,
+                "q/k/v norm + rope + cache append",
+                Item::D(ops.q_prep.prepare(
+                    gpu,
+                    (r, c.heads),
+                    eps,
+                    qv,
+                    &layer.q_norm,
+                    &a.rope[ki],
+                    &a.q,
+                )?),
+            );
+            if let Some(kn) = &layer.k_norm {
                 let (kc, vc) = &p.caches[&l];
                 let append = ops
                     .kv_append
                     .as_ref()
                     .expect("every kind has its append op");
                 let call = KvAppendCall {
-                    k: &a.kraw,
-                    v,
+                    k: kv,
+                    v: vv,
                     kw: kn,
                     rope: &a.rope[ki],
                     slot: &a.slots[ki],
                     k_cache: kc,
                     v_cache: vc,
                 };
-                items.push(Item::D(append.prepare(
-                    gpu,
-                    (r, at.kv_heads, p.slots[ki]),
-                    eps,
-                    call,
-                )?));
+                push(
+                    &mut items,
+                    "q/k/v norm + rope + cache append",
+                    Item::D(append.prepare(gpu, (r, at.kv_heads, p.slots[ki]), eps, call)?),
+                );
             }
-            let _ = d;
-            items.push(Item::Attn(l));
-            items.push(mm(gpu, &layer.o, r, &a.attn, &a.o)?);
-            items.push(Item::D(k.add_norm.prepare(
-                gpu,
-                (hid, r),
-                (eps, 1.0),
-                &a.o,
-                &a.h,
-                &layer.post_attn_norm,
-                Some((&layer.pre_ff_norm, &a.x)),
-            )?));
+            push(&mut items, "attention", Item::Attn(l));
+            push(
+                &mut items,
+                "matmul: o",
+                mm(gpu, &layer.o, r, &a.attn, &a.o)?,
+            );
+            push(
+                &mut items,
+                "norms + residual",
+                Item::D(k.add_norm.prepare(
+                    gpu,
+                    (hid, r),
+                    (eps, 1.0),
+                    &a.o,
+                    &a.h,
+                    &layer.post_attn_norm,
+                    Some((&layer.pre_ff_norm, &a.x)),
+                )?),
+            );
             let mw = c.mlp_width(l);
-            items.push(mm(gpu, &layer.gate, r, &a.x, &a.gate)?);
-            items.push(mm(gpu, &layer.up, r, &a.x, &a.up)?);
-            items.push(Item::D(k.gelu_mul.prepare(
-                gpu,
-                (r, mw),
-                (mw, 0),
-                &a.gate,
-                &a.up,
-                &a.act,
-            )?));
-            items.push(mm(gpu, &layer.down, r, &a.act, &a.mlp)?);
+            let (gv, uv): (View, View) = match &layer.gate_up {
+                Stacked::One(lin) => {
+                    push(&mut items, "matmul: mlp", mm(gpu, lin, r, &a.x, &a.gate)?);
+                    ((&a.gate, 2 * mw, 0), (&a.gate, 2 * mw, mw))
+                }
+                Stacked::Parts(parts) => {
+                    for (lin, y) in parts.iter().zip([&a.gate, &a.up]) {
+                        push(&mut items, "matmul: mlp", mm(gpu, lin, r, &a.x, y)?);
+                    }
+                    ((&a.gate, mw, 0), (&a.up, mw, 0))
+                }
+            };
+            push(
+                &mut items,
+                "gelu",
+                Item::D(k.gelu_mul.prepare(gpu, (r, mw), gv, uv, &a.act)?),
+            );
+            push(
+                &mut items,
+                "matmul: mlp",
+                mm(gpu, &layer.down, r, &a.act, &a.mlp)?,
+            );
             let next = w.layers.get(l + 1).map(|n| (&n.input_norm, &a.x));
             match &layer.ple {
                 Some((g, pr, norm)) => {
-                    items.push(Item::D(k.add_norm.prepare(
-                        gpu,
-                        (hid, r),
-                        (eps, 1.0),
-                        &a.mlp,
-                        &a.h,
-                        &layer.post_ff_norm,
-                        None,
-                    )?));
+                    push(
+                        &mut items,
+                        "norms + residual",
+                        Item::D(k.add_norm.prepare(
+                            gpu,
+                            (hid, r),
+                            (eps, 1.0),
+                            &a.mlp,
+                            &a.h,
+                            &layer.post_ff_norm,
+                            None,
+                        )?),
+                    );
                     let pd = c.ple_dim;
-                    items.push(mm(gpu, g, r, &a.h, &a.pg)?);
-                    let b = (c.layers * pd, l * pd);
-                    items.push(Item::D(k.gelu_mul.prepare(
-                        gpu,
-                        (r, pd),
-                        b,
-                        &a.pg,
-                        &a.pli,
-                        &a.pa,
-                    )?));
-                    items.push(mm(gpu, pr, r, &a.pa, &a.pp)?);
-                    items.push(Item::D(k.add_norm.prepare(
-                        gpu,
-                        (hid, r),
-                        (eps, layer.scalar),
-                        &a.pp,
-                        &a.h,
-                        norm,
-                        next,
-                    )?));
+                    push(
+                        &mut items,
+                        "matmul: per-layer gate/proj",
+                        mm(gpu, g, r, &a.h, &a.pg)?,
+                    );
+                    let b = (&a.pli, c.layers * pd, l * pd);
+                    let g = (&a.pg, pd, 0);
+                    push(
+                        &mut items,
+                        "gelu",
+                        Item::D(k.gelu_mul.prepare(gpu, (r, pd), g, b, &a.pa)?),
+                    );
+                    push(
+                        &mut items,
+                        "matmul: per-layer gate/proj",
+                        mm(gpu, pr, r, &a.pa, &a.pp)?,
+                    );
+                    push(
+                        &mut items,
+                        "norms + residual",
+                        Item::D(k.add_norm.prepare(
+                            gpu,
+                            (hid, r),
+                            (eps, layer.scalar),
+                            &a.pp,
+                            &a.h,
+                            norm,
+                            next,
+                        )?),
+                    );
                 }
                 None => {
-                    items.push(Item::D(k.add_norm.prepare(
-                        gpu,
-                        (hid, r),
-                        (eps, layer.scalar),
-                        &a.mlp,
-                        &a.h,
-                        &layer.post_ff_norm,
-                        next,
-                    )?));
+                    push(
+                        &mut items,
+                        "norms + residual",
+                        Item::D(k.add_norm.prepare(
+                            gpu,
+                            (hid, r),
+                            (eps, layer.scalar),
+                            &a.mlp,
+                            &a.h,
+                            &layer.post_ff_norm,
+                            next,
+                        )?),
+                    );
                 }
             }
         }
-        items.push(Item::D(k.rms_norm.prepare(
-            gpu,
-            (hid, ro, r),
-            eps,
-            &a.h,
-            &w.final_norm,
-            &a.out_idx,
-            &a.xo,
-        )?));
-        items.push(mm(gpu, &w.lm_head, ro, &a.xo, &a.logits)?);
-        items.push(Item::D(k.softcap_argmax.prepare(
-            gpu,
-            (ro, c.vocab),
-            c.softcap,
-            &a.logits,
-            &a.ids,
-        )?));
+        push(
+            &mut items,
+            "norms + residual",
+            Item::D(k.rms_norm.prepare(
+                gpu,
+                (hid, ro, r),
+                eps,
+                &a.h,
+                &w.final_norm,
+                &a.out_idx,
+                &a.xo,
+            )?),
+        );
+        push(
+            &mut items,
+            "matmul: lm head",
+            mm(gpu, &w.lm_head, ro, &a.xo, &a.logits)?,
+        );
+        push(
+            &mut items,
+            "soft-cap + argmax",
+            Item::D(
+                k.softcap_argmax
+                    .prepare(gpu, (ro, c.vocab), c.softcap, &a.logits, &a.ids)?,
+            ),
+        );
         Ok(Program { items })
     }
 }

@@ -7,11 +7,13 @@
 
 use crate::arena::{Arena, kind_index};
 use crate::config::Kind;
-use crate::program::{Parts, Program};
+use crate::profile::ProfileMode;
+use crate::program::{Item, Parts, Program};
 use crate::{Model, ModelError, rope};
-use onepath_gpu::Gpu;
+use onepath_gpu::{Gpu, GpuTimer};
 use onepath_mask::KeySet;
 use onepath_ops::sdpa::{PreparedSdpa, RowSpec, Schedule, SdpaBuffers};
+use std::time::Instant;
 
 /// Which logits a sequence wants from a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +50,10 @@ pub struct StepOutput {
     pub rows: Vec<LogitRow>,
 }
 
+/// Dispatches per submission of a step (see `Model::piece`): small enough that the GPU starts
+/// early, large enough that submissions stay few (about six per Gemma 4 E2B step).
+const SUBMIT_ITEMS: usize = 96;
+
 /// A token row of a piece: (sequence, position, token id, wants logits).
 type Row = (u64, u32, u32, bool);
 
@@ -70,6 +76,17 @@ impl Model {
                     Logits::All => true,
                 };
                 rows.push((s.seq, s.pos + i as u32, t, want));
+            }
+        }
+        // The whole step's pages first, on a copy: a shortage is an error before anything runs,
+        // so a failed step leaves the cache as it was.
+        let mut dry = self.kv.clone();
+        for piece in rows.chunks(self.opts.max_rows) {
+            for (seq, n) in per_sequence(piece) {
+                dry.reserve(seq, n)?;
+            }
+            for (seq, n) in per_sequence(piece) {
+                dry.advance(seq, n);
             }
         }
         let mut out = StepOutput::default();
@@ -119,6 +136,7 @@ impl Model {
                 return Err(ModelError::TooLong {
                     seq: s.seq,
                     len: end.min(u64::from(u32::MAX)) as u32,
+                    max: c.max_positions,
                 });
             }
         }
@@ -147,16 +165,14 @@ impl Model {
         rows: &[Row],
         read_logits: bool,
     ) -> Result<Vec<LogitRow>, ModelError> {
+        // Clock reads only when profiling (`Instant` does not exist on wasm32).
+        let clock = |on: bool| on.then(Instant::now);
+        let on = self.profile.is_some();
+        let t0 = clock(on);
         let c = self.config.clone();
         let r = rows.len();
         // Pages for the new positions, per sequence.
-        let mut per_seq: Vec<(u64, u32)> = Vec::new();
-        for &(seq, _, _, _) in rows {
-            match per_seq.last_mut() {
-                Some((s, n)) if *s == seq => *n += 1,
-                _ => per_seq.push((seq, 1)),
-            }
-        }
+        let per_seq = per_sequence(rows);
         for &(seq, n) in &per_seq {
             self.kv.reserve(seq, n)?;
         }
@@ -216,25 +232,9 @@ impl Model {
         }
 
         // Attention: one plan per kind for this piece, bound per layer.
+        let t_plan = clock(on);
         let plans = self.plan_attention(gpu, rows)?;
         let a = self.arena.as_ref().expect("made above");
-        let mut attn: Vec<Option<PreparedSdpa>> = Vec::with_capacity(c.layers);
-        for l in 0..c.layers {
-            let kind = c.layer_kinds[l];
-            let ops = &self.kinds[&kind];
-            let (kc, vc) = &self.caches[&c.cache_layer(l)];
-            let bufs = SdpaBuffers {
-                q: &a.q,
-                k: kc,
-                v: vc,
-                out: &a.attn,
-            };
-            let plan = plans[kind_index(kind)]
-                .as_ref()
-                .expect("planned every kind in use");
-            attn.push(Some(ops.sdpa.bind(gpu, &ops.ws, plan, bufs)?));
-        }
-
         let key = (r, ro);
         if !self.programs.contains_key(&key) {
             let parts = Parts {
@@ -252,19 +252,60 @@ impl Model {
             self.programs.insert(key, prog);
         }
         let prog = &self.programs[&key];
+        let t_attn = clock(on);
+        let items = if ro == 0 {
+            &prog.items[..prog.items.len() - 1]
+        } else {
+            &prog.items[..]
+        };
+        // The step goes to the GPU in several submissions, so that the GPU runs the first
+        // layers while the host records the rest (recording is not free: a few microseconds a
+        // dispatch). Attention is bound to this piece's plans just before its layer is
+        // recorded. With `Profile::Ops`, every dispatch gets a timed pass of its own.
+        let per_op = self
+            .profile
+            .as_ref()
+            .is_some_and(|p| p.mode == ProfileMode::Ops);
+        let chunk = if per_op { items.len() } else { SUBMIT_ITEMS };
+        let n_chunks = items.len().div_ceil(chunk);
+        let timer = match &self.profile {
+            None => None,
+            Some(_) => GpuTimer::new(gpu, if per_op { items.len() } else { n_chunks } as u32),
+        };
+        let desc = |i: usize| wgpu::ComputePassDescriptor {
+            label: Some("gemma4 step"),
+            timestamp_writes: timer.as_ref().map(|t| t.writes(i as u32)),
+        };
+        let mut attn: Vec<Option<PreparedSdpa>> = (0..c.layers).map(|_| None).collect();
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("gemma4 step"),
-                timestamp_writes: None,
-            });
-            for item in &prog.items {
-                if ro == 0 && std::ptr::eq(item, prog.items.last().expect("non-empty")) {
-                    break;
+        for (ci, part) in items.chunks(chunk).enumerate() {
+            for (_, item) in part {
+                if let Item::Attn(l) = item {
+                    attn[*l] = Some(self.bind_attention(gpu, &plans, *l)?);
                 }
-                item.record(&mut pass, &attn);
+            }
+            if per_op && timer.is_some() {
+                for (i, (_, item)) in part.iter().enumerate() {
+                    item.record(&mut enc.begin_compute_pass(&desc(i)), &attn);
+                }
+            } else {
+                let mut pass = enc.begin_compute_pass(&desc(ci));
+                for (_, item) in part {
+                    item.record(&mut pass, &attn);
+                }
+            }
+            if ci + 1 < n_chunks {
+                let done = std::mem::replace(
+                    &mut enc,
+                    gpu.device.create_command_encoder(&Default::default()),
+                );
+                gpu.queue.submit([done.finish()]);
             }
         }
+        if let Some(t) = &timer {
+            t.resolve(&mut enc);
+        }
+        let a = self.arena.as_ref().expect("made above");
         let logit_bytes = (ro * c.vocab * 4) as u64;
         let id_bytes = (ro * 4) as u64;
         if ro > 0 {
@@ -274,6 +315,7 @@ impl Model {
             }
         }
         gpu.queue.submit([enc.finish()]);
+        let t_wait = clock(on);
         let mut result = Vec::with_capacity(ro);
         if ro > 0 {
             let len = id_bytes + if read_logits { logit_bytes } else { 0 };
@@ -294,10 +336,58 @@ impl Model {
         } else {
             gpu.wait_idle()?;
         }
+        let t_done = clock(on);
+        if let (Some(p), Some(t0), Some(t1), Some(t2), Some(t3), Some(t4)) =
+            (self.profile.as_mut(), t0, t_plan, t_attn, t_wait, t_done)
+        {
+            p.pieces += 1;
+            p.prep_s += (t1 - t0).as_secs_f64();
+            p.attn_s += (t2 - t1).as_secs_f64();
+            p.encode_s += (t3 - t2).as_secs_f64();
+            p.wait_s += (t4 - t3).as_secs_f64();
+            if let Some(t) = &timer {
+                // Timestamps after the first: pass i ran from 2i to 2i + 1.
+                let ns = t.read_ns(gpu).await?;
+                let busy: Vec<f64> = ns.chunks(2).map(|p| p[1] - p[0]).collect();
+                p.gpu_s += busy.iter().sum::<f64>() * 1e-9;
+                p.gpu_span_s += ns.last().copied().unwrap_or(0.0) * 1e-9;
+                if per_op {
+                    for ((label, _), v) in items.iter().zip(&busy) {
+                        let e = p.ops.entry(label).or_insert((0, 0.0));
+                        e.0 += 1;
+                        e.1 += v * 1e-9;
+                    }
+                }
+            }
+        }
         for &(seq, n) in &per_seq {
             self.kv.advance(seq, n);
         }
         Ok(result)
+    }
+
+    /// Binds layer `l`'s q, cache and output to its kind's plan for this piece.
+    fn bind_attention(
+        &self,
+        gpu: &Gpu,
+        plans: &[Option<onepath_ops::sdpa::SdpaPlan>; 2],
+        l: usize,
+    ) -> Result<PreparedSdpa, ModelError> {
+        let c = &self.config;
+        let kind = c.layer_kinds[l];
+        let ops = &self.kinds[&kind];
+        let a = self.arena.as_ref().expect("made before attention");
+        let (kc, vc) = &self.caches[&c.cache_layer(l)];
+        let bufs = SdpaBuffers {
+            q: &a.q,
+            k: kc,
+            v: vc,
+            out: &a.attn,
+        };
+        let plan = plans[kind_index(kind)]
+            .as_ref()
+            .ok_or_else(|| ModelError::Step(format!("no attention plan for layer {l}")))?;
+        Ok(ops.sdpa.bind(gpu, &ops.ws, plan, bufs)?)
     }
 
     /// Plans attention for the piece's rows, once per attention kind: row (token r, head h)
@@ -357,6 +447,18 @@ impl Model {
         }
         Ok(plans)
     }
+}
+
+/// The piece's rows counted per sequence, in order.
+fn per_sequence(rows: &[Row]) -> Vec<(u64, u32)> {
+    let mut per_seq: Vec<(u64, u32)> = Vec::new();
+    for &(seq, _, _, _) in rows {
+        match per_seq.last_mut() {
+            Some((s, n)) if *s == seq => *n += 1,
+            _ => per_seq.push((seq, 1)),
+        }
+    }
+    per_seq
 }
 
 /// Maps the first `len` bytes of a MAP_READ buffer after the queue's work and copies them out.

@@ -33,13 +33,40 @@ pub struct LoadOptions {
     pub kv_dtype: Option<onepath_ops::sdpa::KvDType>,
 }
 
+/// Linears that read the same input, stacked into one (outputs side by side) when their
+/// formats allow ([`Linear::stack`]), else kept apart; in order (q, k, v) or (gate, up).
+pub enum Stacked {
+    One(Linear),
+    Parts(Vec<Linear>),
+}
+
+impl Stacked {
+    async fn new(gpu: &Gpu, parts: Vec<Linear>) -> Result<Stacked, ModelError> {
+        if parts.len() < 2 {
+            return Ok(Stacked::Parts(parts));
+        }
+        let refs: Vec<&Linear> = parts.iter().collect();
+        Ok(match Linear::stack(gpu, &refs).await? {
+            Some(one) => Stacked::One(one),
+            None => Stacked::Parts(parts),
+        })
+    }
+
+    /// Bytes of weights on the GPU.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Stacked::One(l) => l.bytes(),
+            Stacked::Parts(p) => p.iter().map(Linear::bytes).sum(),
+        }
+    }
+}
+
 /// One decoder layer's weights.
 pub struct Layer {
     pub kind: Kind,
-    pub q: Linear,
-    /// K and V projections (None on KV-shared layers; V also None with `attention_k_eq_v`).
-    pub k: Option<Linear>,
-    pub v: Option<Linear>,
+    /// q, then k and v where the layer computes them (not on KV-shared layers; no v with
+    /// `attention_k_eq_v`).
+    pub qkv: Stacked,
     pub o: Linear,
     pub q_norm: wgpu::Buffer,
     pub k_norm: Option<wgpu::Buffer>,
@@ -47,8 +74,7 @@ pub struct Layer {
     pub post_attn_norm: wgpu::Buffer,
     pub pre_ff_norm: wgpu::Buffer,
     pub post_ff_norm: wgpu::Buffer,
-    pub gate: Linear,
-    pub up: Linear,
+    pub gate_up: Stacked,
     pub down: Linear,
     /// Per-layer-input gate (hidden -> P), projection (P -> hidden) and norm.
     pub ple: Option<(Linear, Linear, wgpu::Buffer)>,
@@ -117,9 +143,10 @@ fn prefix(ckpt: &Checkpoint) -> Result<&'static str, ModelError> {
 
 /// A 1-D float tensor of `n` values as an f32 GPU buffer.
 fn vector(gpu: &Gpu, ckpt: &Checkpoint, name: &str, n: usize) -> Result<wgpu::Buffer, ModelError> {
-    let t = ckpt
-        .tensor(name)
-        .map_err(|_| ModelError::MissingTensor(name.into()))?;
+    if !ckpt.contains(name) {
+        return Err(ModelError::MissingTensor(name.into()));
+    }
+    let t = ckpt.tensor(name)?;
     if t.shape() != [n] {
         return Err(ModelError::Shape {
             tensor: name.into(),
@@ -146,6 +173,14 @@ fn scalar(ckpt: &Checkpoint, name: &str) -> Result<f32, ModelError> {
     }
 }
 
+/// The `[rows, cols]` of a stored linear or embedding.
+fn dims(stored: &Stored) -> Result<(usize, usize), ModelError> {
+    Ok(match stored {
+        Stored::Quantized(q) => (q.rows(), q.cols()),
+        Stored::Dense(w) => w.dims2()?,
+    })
+}
+
 /// A linear of shape `[rows, cols]`, checked against the config.
 async fn linear(
     gpu: &Gpu,
@@ -158,17 +193,11 @@ async fn linear(
         return Err(ModelError::MissingTensor(format!("{path}.weight")));
     }
     let stored = ckpt.linear(path)?;
-    let found = match &stored {
-        Stored::Quantized(q) => [q.rows(), q.cols()],
-        Stored::Dense(w) => {
-            let (r, c) = w.dims2()?;
-            [r, c]
-        }
-    };
-    if found != [rows, cols] {
+    let found = dims(&stored)?;
+    if found != (rows, cols) {
         return Err(ModelError::Shape {
             tensor: format!("{path}.weight"),
-            found: found.to_vec(),
+            found: vec![found.0, found.1],
             expected: vec![rows, cols],
         });
     }
@@ -188,10 +217,7 @@ impl Weights {
         let h = cfg.hidden;
         let embed_path = format!("{p}embed_tokens");
         let embed_stored = ckpt.linear(&embed_path)?;
-        let (er, ec) = match &embed_stored {
-            Stored::Quantized(q) => (q.rows(), q.cols()),
-            Stored::Dense(w) => w.dims2()?,
-        };
+        let (er, ec) = dims(&embed_stored)?;
         if (er, ec) != (cfg.vocab, h) {
             return Err(ModelError::Shape {
                 tensor: format!("{embed_path}.weight"),
@@ -228,8 +254,11 @@ impl Weights {
             None => {
                 let path = if ckpt.contains("lm_head.weight") {
                     "lm_head".to_string()
-                } else {
+                } else if ckpt.contains(&format!("{p}lm_head.weight")) {
                     format!("{p}lm_head")
+                } else {
+                    // Untied (tie_word_embeddings false): the head is its own tensor.
+                    return Err(ModelError::MissingTensor("lm_head.weight".into()));
                 };
                 linear(gpu, ckpt, &path, (cfg.vocab, h), opts).await?
             }
@@ -239,6 +268,15 @@ impl Weights {
             let name = format!("{p}embed_tokens_per_layer");
             if !ckpt.contains(&format!("{name}.weight")) {
                 return Err(ModelError::MissingTensor(format!("{name}.weight")));
+            }
+            // Rows are gathered by token id on the host: the shape must be exact.
+            let found = dims(&ckpt.linear(&name)?)?;
+            if found != (cfg.ple_vocab, lp) {
+                return Err(ModelError::Shape {
+                    tensor: format!("{name}.weight"),
+                    found: vec![found.0, found.1],
+                    expected: vec![cfg.ple_vocab, lp],
+                });
             }
             let table = HostTable::Stored(name);
             let proj = linear(
@@ -327,11 +365,13 @@ impl Weights {
             None
         };
         let w = cfg.mlp_width(l);
+        let q = linear(gpu, ckpt, &at("self_attn.q_proj"), (cfg.heads * d, h), opts).await?;
+        let qkv = Stacked::new(gpu, [Some(q), k, v].into_iter().flatten().collect()).await?;
+        let gate = linear(gpu, ckpt, &at("mlp.gate_proj"), (w, h), opts).await?;
+        let up = linear(gpu, ckpt, &at("mlp.up_proj"), (w, h), opts).await?;
         Ok(Layer {
             kind,
-            q: linear(gpu, ckpt, &at("self_attn.q_proj"), (cfg.heads * d, h), opts).await?,
-            k,
-            v,
+            qkv,
             o: linear(gpu, ckpt, &at("self_attn.o_proj"), (h, cfg.heads * d), opts).await?,
             q_norm: vector(gpu, ckpt, &at("self_attn.q_norm.weight"), d)?,
             k_norm: if owns_kv {
@@ -343,8 +383,7 @@ impl Weights {
             post_attn_norm: vector(gpu, ckpt, &at("post_attention_layernorm.weight"), h)?,
             pre_ff_norm: vector(gpu, ckpt, &at("pre_feedforward_layernorm.weight"), h)?,
             post_ff_norm: vector(gpu, ckpt, &at("post_feedforward_layernorm.weight"), h)?,
-            gate: linear(gpu, ckpt, &at("mlp.gate_proj"), (w, h), opts).await?,
-            up: linear(gpu, ckpt, &at("mlp.up_proj"), (w, h), opts).await?,
+            gate_up: Stacked::new(gpu, vec![gate, up]).await?,
             down: linear(gpu, ckpt, &at("mlp.down_proj"), (h, w), opts).await?,
             ple,
             scalar: scalar(ckpt, &at("layer_scalar"))?,

@@ -89,3 +89,100 @@ impl Linear {
         }
     }
 }
+
+impl Linear {
+    /// One linear that computes `parts` stacked by rows (its output row is the parts' output
+    /// rows side by side), when they share a format (quantized with the same bits, group and
+    /// scale dtype, or dense of one dtype), have the same columns, are one binding each and
+    /// fit one binding together; `None` otherwise. The weights are copied on the GPU. Every
+    /// output element is reduced exactly as in its own part (the reduction depends on K alone),
+    /// so stacking changes no bits; it saves dispatches.
+    pub async fn stack(gpu: &Gpu, parts: &[&Linear]) -> Result<Option<Linear>, OpError> {
+        let first = match parts.first() {
+            Some(p) => p,
+            None => return Ok(None),
+        };
+        let copy = |label: &str, bufs: &[&wgpu::Buffer]| -> Result<Option<wgpu::Buffer>, OpError> {
+            let total: u64 = bufs.iter().map(|b| b.size()).sum();
+            if total > gpu.max_binding() {
+                return Ok(None);
+            }
+            let out = gpu.storage(label, total)?;
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            let mut at = 0;
+            for b in bufs {
+                enc.copy_buffer_to_buffer(b, 0, &out, at, b.size());
+                at += b.size();
+            }
+            gpu.queue.submit([enc.finish()]);
+            Ok(Some(out))
+        };
+        let rows: usize = parts.iter().map(|p| p.rows()).sum();
+        match first {
+            Linear::Quant(q0) => {
+                let w0 = &q0.weights;
+                let mut ws = Vec::with_capacity(parts.len());
+                for p in parts {
+                    match p {
+                        Linear::Quant(q)
+                            if q.weights.cols == w0.cols
+                                && q.weights.bits == w0.bits
+                                && q.weights.group == w0.group
+                                && q.weights.scale_dtype == w0.scale_dtype
+                                && q.weights.splits.len() == 1 =>
+                        {
+                            ws.push(&q.weights.splits[0])
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                let w: Vec<&wgpu::Buffer> = ws.iter().map(|s| &s.w).collect();
+                let sb: Vec<&wgpu::Buffer> = ws.iter().map(|s| &s.sb).collect();
+                let (Some(w), Some(sb)) =
+                    (copy("stacked weight", &w)?, copy("stacked scales", &sb)?)
+                else {
+                    return Ok(None);
+                };
+                let weights = Arc::new(QWeights {
+                    rows,
+                    cols: w0.cols,
+                    bits: w0.bits,
+                    group: w0.group,
+                    scale_dtype: w0.scale_dtype,
+                    splits: vec![crate::qmm::QSplit {
+                        rows: 0..rows,
+                        w,
+                        sb,
+                    }],
+                });
+                Ok(Some(Linear::Quant(QMatmul::new(gpu, weights).await?)))
+            }
+            Linear::Dense(d0) => {
+                let w0 = &d0.weights;
+                let mut ws = Vec::with_capacity(parts.len());
+                for p in parts {
+                    match p {
+                        Linear::Dense(d)
+                            if d.weights.cols == w0.cols
+                                && d.weights.dtype == w0.dtype
+                                && d.weights.splits.len() == 1 =>
+                        {
+                            ws.push(&d.weights.splits[0].w)
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                let Some(w) = copy("stacked weight", &ws)? else {
+                    return Ok(None);
+                };
+                let weights = Arc::new(DenseWeights {
+                    rows,
+                    cols: w0.cols,
+                    dtype: w0.dtype,
+                    splits: vec![crate::qmm::DenseSplit { rows: 0..rows, w }],
+                });
+                Ok(Some(Linear::Dense(DenseMatmul::new(gpu, weights).await?)))
+            }
+        }
+    }
+}

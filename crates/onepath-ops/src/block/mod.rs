@@ -13,7 +13,7 @@
 mod ops;
 
 pub use ops::{
-    AddNorm, GeluMul, KvAppend, KvAppendCall, PleCombine, QPrep, RmsNorm, SoftcapArgmax,
+    AddNorm, GeluMul, KvAppend, KvAppendCall, PleCombine, QPrep, RmsNorm, SoftcapArgmax, View,
 };
 
 use crate::OpError;

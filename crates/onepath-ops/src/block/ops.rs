@@ -161,6 +161,45 @@ impl AddNorm {
     }
 }
 
+/// A buffer read as token rows: (buffer, values between rows, offset of the part read).
+pub type View<'a> = (&'a wgpu::Buffer, usize, usize);
+
+/// Checks that `tokens` rows of `width` values at `off` in rows of `stride` fit `buf`.
+fn view(
+    op: &'static str,
+    name: &'static str,
+    v: View<'_>,
+    tokens: usize,
+    width: usize,
+) -> Result<(), OpError> {
+    let (buf, stride, off) = v;
+    if off + width > stride || u32::try_from(stride * tokens).is_err() {
+        return Err(OpError::Param {
+            what: "row layout",
+            value: format!("{op} {name}: {width} values at {off} in rows of {stride}"),
+            why: "a row's part must lie inside the row",
+        });
+    }
+    need(
+        op,
+        name,
+        buf,
+        tokens.saturating_sub(1) * stride + off + width,
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct QParams {
+    tokens: u32,
+    heads: u32,
+    eps: f32,
+    grid_x: u32,
+    x_stride: u32,
+    x_off: u32,
+    pad: [u32; 2],
+}
+
 /// Query norm + RoPE (`wgsl/q_prep.wgsl`), for one head dim.
 pub struct QPrep {
     pipeline: Arc<wgpu::ComputePipeline>,
@@ -174,30 +213,35 @@ impl QPrep {
         Ok(QPrep { pipeline, d })
     }
 
-    /// `x` and `out`: `[tokens, heads, D]`; `rope`: `[tokens, D/2]` (cos, sin) pairs.
+    /// `x`: the q projection, token rows of `stride` values with q at `off` (a stacked
+    /// q/k/v output, or q alone); `out`: `[tokens, heads, D]`; `rope`: `[tokens, D/2]`
+    /// (cos, sin) pairs.
     #[allow(clippy::too_many_arguments)]
     pub fn prepare(
         &self,
         gpu: &Gpu,
         (tokens, heads): (usize, usize),
         eps: f32,
-        x: &wgpu::Buffer,
+        (x, stride, off): View<'_>,
         w: &wgpu::Buffer,
         rope: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> Result<Dispatch, OpError> {
         positive("q_prep eps", eps)?;
         let d = self.d;
-        need("q_prep", "x", x, tokens * heads * d)?;
+        view("q_prep", "x", (x, stride, off), tokens, heads * d)?;
         need("q_prep", "w", w, d)?;
         need("q_prep", "rope", rope, tokens * d)?;
         need("q_prep", "out", out, tokens * heads * d)?;
         let wgs = count("q_prep", tokens, heads)?;
-        let p = NormParams {
-            n: tokens as u32,
-            rows: heads as u32,
+        let p = QParams {
+            tokens: tokens as u32,
+            heads: heads as u32,
             eps,
             grid_x: Dispatch::grid_x(wgs),
+            x_stride: stride as u32,
+            x_off: off as u32,
+            pad: [0; 2],
         };
         Dispatch::new(
             gpu,
@@ -219,9 +263,10 @@ pub struct KvAppend {
 
 /// The buffers of one [`KvAppend`] call.
 pub struct KvAppendCall<'a> {
-    /// `[tokens, heads, D]` f32 projections.
-    pub k: &'a wgpu::Buffer,
-    pub v: &'a wgpu::Buffer,
+    /// The K and V projections: token rows with `heads * D` values at an offset (one stacked
+    /// q/k/v output, or separate buffers; V may be K itself with `attention_k_eq_v`).
+    pub k: View<'a>,
+    pub v: View<'a>,
     /// The K norm's weight `[D]`.
     pub kw: &'a wgpu::Buffer,
     /// `[tokens, D/2]` (cos, sin).
@@ -240,6 +285,10 @@ struct KvParams {
     eps: f32,
     grid_x: u32,
     slots: u32,
+    k_stride: u32,
+    k_off: u32,
+    v_stride: u32,
+    v_off: u32,
     pad: [u32; 3],
 }
 
@@ -267,8 +316,8 @@ impl KvAppend {
     ) -> Result<Dispatch, OpError> {
         positive("kv_append eps", eps)?;
         let d = self.d;
-        need("kv_append", "k", b.k, tokens * heads * d)?;
-        need("kv_append", "v", b.v, tokens * heads * d)?;
+        view("kv_append", "k", b.k, tokens, heads * d)?;
+        view("kv_append", "v", b.v, tokens, heads * d)?;
         need("kv_append", "kw", b.kw, d)?;
         need("kv_append", "rope", b.rope, tokens * d)?;
         need("kv_append", "slot", b.slot, tokens)?;
@@ -289,9 +338,13 @@ impl KvAppend {
             eps,
             grid_x: Dispatch::grid_x(wgs),
             slots: slots as u32,
+            k_stride: b.k.1 as u32,
+            k_off: b.k.2 as u32,
+            v_stride: b.v.1 as u32,
+            v_off: b.v.2 as u32,
             pad: [0; 3],
         };
-        let bufs = [b.k, b.v, b.kw, b.rope, b.slot, b.k_cache, b.v_cache];
+        let bufs = [b.k.0, b.v.0, b.kw, b.rope, b.slot, b.k_cache, b.v_cache];
         Dispatch::new(gpu, &self.pipeline, bytemuck::bytes_of(&p), &bufs, wgs)
     }
 }
@@ -311,7 +364,8 @@ struct GeluParams {
     b_stride: u32,
     b_off: u32,
     grid_x: u32,
-    pad: [u32; 2],
+    a_off: u32,
+    pad: u32,
 }
 
 impl GeluMul {
@@ -320,38 +374,36 @@ impl GeluMul {
         Ok(GeluMul { pipeline })
     }
 
-    /// `rows` rows of `n`; `b_layout` = (b_stride, b_off) (`(n, 0)` for a plain product).
-    #[allow(clippy::too_many_arguments)]
+    /// `rows` rows of `n`: `a` and `b` are read as views (`(buf, n, 0)` for plain `[rows,
+    /// n]` buffers; a stacked gate/up output is `(buf, 2n, 0)` and `(buf, 2n, n)`).
     pub fn prepare(
         &self,
         gpu: &Gpu,
         (rows, n): (usize, usize),
-        b_layout: (usize, usize),
-        a: &wgpu::Buffer,
-        b: &wgpu::Buffer,
+        a: View<'_>,
+        b: View<'_>,
         out: &wgpu::Buffer,
     ) -> Result<Dispatch, OpError> {
-        let (b_stride, b_off) = b_layout;
-        if n == 0 || b_off + n > b_stride {
-            return Err(OpError::Param {
-                what: "gelu_mul layout",
-                value: format!("n {n}, b stride {b_stride}, b offset {b_off}"),
-                why: "a row of b must hold its n columns",
+        if n == 0 {
+            return Err(OpError::ZeroDim {
+                name: "gelu_mul column",
             });
         }
-        need("gelu_mul", "a", a, rows * n)?;
-        need("gelu_mul", "b", b, rows * b_stride)?;
+        view("gelu_mul", "a", a, rows, n)?;
+        view("gelu_mul", "b", b, rows, n)?;
+        let ((a, a_stride, a_off), (b, b_stride, b_off)) = (a, b);
         need("gelu_mul", "out", out, rows * n)?;
         let elems = count("gelu_mul", rows, n)?;
         let wgs = elems.div_ceil(256);
         let p = GeluParams {
             n: n as u32,
             count: elems,
-            a_stride: n as u32,
+            a_stride: a_stride as u32,
             b_stride: b_stride as u32,
             b_off: b_off as u32,
             grid_x: Dispatch::grid_x(wgs) * 256,
-            pad: [0; 2],
+            a_off: a_off as u32,
+            pad: 0,
         };
         Dispatch::new(
             gpu,
