@@ -49,6 +49,36 @@ fn prefill_decode_and_chunked_prefill_give_the_same_bits() {
         let mut m = load(gpu, name, 2);
         let toks = prompt(1, 150, m.config.vocab);
         let whole = in_chunks(gpu, &mut m, 1, &toks, toks.len());
+        // Steps that ask for no logits (a prompt's first chunks) change nothing either.
+        let v = m.config.vocab;
+        for (i, piece) in toks[..100].chunks(37).enumerate() {
+            let input = SeqInput {
+                seq: 3,
+                pos: (i * 37) as u32,
+                tokens: piece.to_vec(),
+                logits: Logits::None,
+            };
+            let out = pollster::block_on(m.step(gpu, &[input], true)).unwrap();
+            assert!(out.rows.is_empty());
+        }
+        let rest = SeqInput {
+            seq: 3,
+            pos: 100,
+            tokens: toks[100..].to_vec(),
+            logits: Logits::All,
+        };
+        let out = pollster::block_on(m.step(gpu, &[rest], true)).unwrap();
+        m.free(3);
+        let got: Vec<f32> = out
+            .rows
+            .into_iter()
+            .flat_map(|r| r.logits.unwrap())
+            .collect();
+        assert_same_bits(
+            &got,
+            &whole[100 * v..],
+            &format!("{name}: after steps without logits"),
+        );
         for chunk in [1, 7, 64, 100] {
             let got = in_chunks(gpu, &mut m, 2, &toks, chunk);
             assert_same_bits(

@@ -292,32 +292,32 @@ impl Program {
                 }
             }
         }
-        push(
-            &mut items,
-            "norms + residual",
-            Item::D(k.rms_norm.prepare(
-                gpu,
-                (hid, ro, r),
-                eps,
-                &a.h,
-                &w.final_norm,
-                &a.out_idx,
-                &a.xo,
-            )?),
-        );
-        push(
-            &mut items,
-            "matmul: lm head",
-            mm(gpu, &w.lm_head, ro, &a.xo, &a.logits)?,
-        );
-        push(
-            &mut items,
-            "soft-cap + argmax",
-            Item::D(
+        // The logit rows, when the step asks for any.
+        if ro > 0 {
+            push(
+                &mut items,
+                "norms + residual",
+                Item::D(k.rms_norm.prepare(
+                    gpu,
+                    (hid, ro, r),
+                    eps,
+                    &a.h,
+                    &w.final_norm,
+                    &a.out_idx,
+                    &a.xo,
+                )?),
+            );
+            push(
+                &mut items,
+                "matmul: lm head",
+                mm(gpu, &w.lm_head, ro, &a.xo, &a.logits)?,
+            );
+            let [blocks, merge] =
                 k.softcap_argmax
-                    .prepare(gpu, (ro, c.vocab), c.softcap, &a.logits, &a.ids)?,
-            ),
-        );
+                    .prepare(gpu, (ro, c.vocab), c.softcap, &a.logits, &a.ids)?;
+            push(&mut items, "soft-cap + argmax", Item::D(blocks));
+            push(&mut items, "soft-cap + argmax", Item::D(merge));
+        }
         Ok(Program { items })
     }
 }

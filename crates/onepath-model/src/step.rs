@@ -253,11 +253,7 @@ impl Model {
         }
         let prog = &self.programs[&key];
         let t_attn = clock(on);
-        let items = if ro == 0 {
-            &prog.items[..prog.items.len() - 1]
-        } else {
-            &prog.items[..]
-        };
+        let items = &prog.items[..];
         // The step goes to the GPU in several submissions, so that the GPU runs the first
         // layers while the host records the rest (recording is not free: a few microseconds a
         // dispatch). Attention is bound to this piece's plans just before its layer is

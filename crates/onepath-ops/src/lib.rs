@@ -93,6 +93,11 @@ pub mod kernels {
         source: include_str!("../../../wgsl/softcap_argmax.wgsl"),
         entry: "main",
     };
+    pub const ARGMAX_MERGE: Kernel = Kernel {
+        name: "argmax_merge",
+        source: include_str!("../../../wgsl/argmax_merge.wgsl"),
+        entry: "main",
+    };
     /// Not an op: the memory read ceiling that `onepath bench bandwidth` measures.
     pub const READ_BANDWIDTH: Kernel = Kernel {
         name: "read_bandwidth",
@@ -123,6 +128,7 @@ pub mod kernels {
         GELU_MUL,
         PLE_COMBINE,
         SOFTCAP_ARGMAX,
+        ARGMAX_MERGE,
         READ_BANDWIDTH,
         DISPATCH_PROBE,
     ];

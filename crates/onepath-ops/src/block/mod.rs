@@ -13,7 +13,8 @@
 mod ops;
 
 pub use ops::{
-    AddNorm, GeluMul, KvAppend, KvAppendCall, PleCombine, QPrep, RmsNorm, SoftcapArgmax, View,
+    ARGMAX_BLOCK, AddNorm, GeluMul, KvAppend, KvAppendCall, PleCombine, QPrep, RmsNorm,
+    SoftcapArgmax, View,
 };
 
 use crate::OpError;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 pub struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind: wgpu::BindGroup,
-    grid: [u32; 3],
+    pub(crate) grid: [u32; 3],
     _params: wgpu::Buffer,
 }
 

@@ -475,18 +475,34 @@ impl PleCombine {
     }
 }
 
-/// Final soft-cap in place and greedy argmax per row (`wgsl/softcap_argmax.wgsl`).
+/// Final soft-cap in place and greedy argmax per row: `wgsl/softcap_argmax.wgsl` over blocks
+/// of [`ARGMAX_BLOCK`] logits, then `wgsl/argmax_merge.wgsl` per row.
 pub struct SoftcapArgmax {
-    pipeline: Arc<wgpu::ComputePipeline>,
+    blocks: Arc<wgpu::ComputePipeline>,
+    merge: Arc<wgpu::ComputePipeline>,
+}
+
+/// Logits per workgroup of the argmax's first pass (`BLOCK` in `wgsl/softcap_argmax.wgsl`).
+pub const ARGMAX_BLOCK: usize = 4096;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ArgmaxParams {
+    vocab: u32,
+    rows: u32,
+    softcap: f32,
+    blocks: u32,
 }
 
 impl SoftcapArgmax {
     pub async fn new(gpu: &Gpu) -> Result<SoftcapArgmax, OpError> {
-        let pipeline = gpu.pipeline(&kernels::SOFTCAP_ARGMAX, &[]).await?;
-        Ok(SoftcapArgmax { pipeline })
+        let blocks = gpu.pipeline(&kernels::SOFTCAP_ARGMAX, &[]).await?;
+        let merge = gpu.pipeline(&kernels::ARGMAX_MERGE, &[]).await?;
+        Ok(SoftcapArgmax { blocks, merge })
     }
 
-    /// `rows` rows of `vocab` logits; `softcap` `None` leaves them as they are.
+    /// `rows` rows of `vocab` logits; `softcap` `None` leaves them as they are. Two
+    /// dispatches, recorded in order.
     pub fn prepare(
         &self,
         gpu: &Gpu,
@@ -494,25 +510,30 @@ impl SoftcapArgmax {
         softcap: Option<f32>,
         logits: &wgpu::Buffer,
         ids: &wgpu::Buffer,
-    ) -> Result<Dispatch, OpError> {
+    ) -> Result<[Dispatch; 2], OpError> {
         if let Some(c) = softcap {
             positive("final soft-cap", c)?;
         }
         need("softcap_argmax", "logits", logits, rows * vocab)?;
         need("softcap_argmax", "ids", ids, rows)?;
-        let wgs = count("softcap_argmax", rows, 1)?;
-        let p = NormParams {
-            n: vocab as u32,
-            rows: rows as u32,
-            eps: softcap.unwrap_or(0.0),
-            grid_x: Dispatch::grid_x(wgs),
+        let blocks = vocab.div_ceil(ARGMAX_BLOCK);
+        let rows32 = count("softcap_argmax", rows, 1)?;
+        if blocks > 65535 || rows32 > 65535 {
+            return Err(OpError::TooBig(format!(
+                "an argmax over {rows} rows of {vocab}"
+            )));
+        }
+        let p = ArgmaxParams {
+            vocab: vocab as u32,
+            rows: rows32,
+            softcap: softcap.unwrap_or(0.0),
+            blocks: blocks as u32,
         };
-        Dispatch::new(
-            gpu,
-            &self.pipeline,
-            bytemuck::bytes_of(&p),
-            &[logits, ids],
-            wgs,
-        )
+        let cand = gpu.storage("argmax candidates", (rows.max(1) * blocks * 8) as u64)?;
+        let bytes = bytemuck::bytes_of(&p);
+        let mut first = Dispatch::new(gpu, &self.blocks, bytes, &[logits, &cand], 1)?;
+        first.grid = [blocks as u32, rows32, 1];
+        let second = Dispatch::new(gpu, &self.merge, bytes, &[&cand, ids], rows32)?;
+        Ok([first, second])
     }
 }
