@@ -33,6 +33,12 @@ step "examples (each checks its own bitwise claims and fails if one does not hol
 cargo run --quiet --example sdpa
 cargo run --quiet --example decode_loop
 cargo run --quiet --example qmatmul
+cargo run --quiet --example generate
+
+step "the README's main command (scripts/generate.sh): text from the shipped model"
+out="$(scripts/generate.sh --max-new-tokens 16)"
+printf '%s\n' "$out"
+[ -n "$(printf '%s' "$out" | tr -d '[:space:]')" ] || { echo "scripts/generate.sh printed no text" >&2; exit 1; }
 
 step "GPU conformance tests on the GL backend, with wgpu's shader run-time checks on"
 # One test thread: wgpu's GL backend runs everything on one context and panics when a thread
@@ -41,14 +47,16 @@ step "GPU conformance tests on the GL backend, with wgpu's shader run-time check
 if ONEPATH_BACKEND=gl target/debug/onepath info 2>/dev/null | grep -q Gl; then
     ONEPATH_BACKEND=gl ONEPATH_SHADER_CHECKS=1 cargo test --test sdpa_invariance --test sdpa_decode --test sdpa_edges \
         --test sdpa_accuracy --test sdpa_schedule --test sdpa_workspace --test qmatmul --test one_pass \
+        --test sdpa_paged --test block_ops --test gemma4_reference --test gemma4_invariance \
         -- --test-threads=1
 else
     echo "no GL adapter on this machine: GL backend not tested here"
 fi
 
-step "wasm32 build (runtime, masks, weights, reference, ops, text)"
+step "wasm32 build (runtime, masks, weights, reference, ops, text, model)"
 cargo build --quiet --target wasm32-unknown-unknown \
-    -p onepath-gpu -p onepath-mask -p onepath-weights -p onepath-ref -p onepath-ops -p onepath-text
+    -p onepath-gpu -p onepath-mask -p onepath-weights -p onepath-ref -p onepath-ops -p onepath-text \
+    -p onepath-model
 
 echo
 echo "all checks passed"

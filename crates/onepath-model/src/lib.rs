@@ -28,7 +28,6 @@ use onepath_ops::block::{KvAppend, QPrep};
 use onepath_ops::sdpa::{KvDType, Sdpa, SdpaConfig, SdpaWorkspace};
 use onepath_weights::Checkpoint;
 use std::collections::HashMap;
-use std::path::Path;
 
 /// Everything that can go wrong loading or running a model, each naming the problem.
 #[derive(Debug, thiserror::Error)]
@@ -119,8 +118,10 @@ pub struct Model {
     pub profile: Option<profile::Profile>,
 }
 
-/// Reads a model directory: `config.json` and `model.safetensors` (or a sharded index).
-pub fn open_checkpoint(dir: &Path) -> Result<(Config, Checkpoint), ModelError> {
+/// Reads a model directory: `config.json` and `model.safetensors` (or a sharded index),
+/// memory-mapped (native only; the browser builds a `Checkpoint` from bytes).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open_checkpoint(dir: &std::path::Path) -> Result<(Config, Checkpoint), ModelError> {
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path)
         .map_err(|e| ModelError::Io(format!("cannot read {}: {e}", cfg_path.display())))?;
