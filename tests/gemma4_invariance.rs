@@ -189,3 +189,21 @@ fn a_step_cut_to_fit_the_working_set_changes_nothing() {
         "a step cut into 5-row pieces vs one piece",
     );
 }
+
+/// `--quantize 4` at load is MLX's own conversion: the bf16 checkpoint quantized by onepath
+/// gives the logits of the 4-bit checkpoint mlx-lm's `convert` made from it, bit for bit.
+#[test]
+fn quantizing_at_load_gives_the_bits_of_mlx_lms_conversion() {
+    let Some(gpu) = common::gpu() else { return };
+    let q = onepath_weights::QuantParams::new(64, 4, "test").unwrap();
+    let opts = onepath_model::LoadOptions {
+        quantize: Some(q),
+        ..Default::default()
+    };
+    let mut ours = load_with(gpu, "a-bf16", 1, opts);
+    let mut theirs = load(gpu, "a-q4", 1);
+    let toks = prompt(5, 40, ours.config.vocab);
+    let a = in_chunks(gpu, &mut ours, 1, &toks, 40);
+    let b = in_chunks(gpu, &mut theirs, 1, &toks, 40);
+    assert_same_bits(&a, &b, "a-bf16 quantized at load vs a-q4 from mlx-lm");
+}

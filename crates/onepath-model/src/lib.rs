@@ -113,6 +113,8 @@ pub struct Model {
     pub(crate) caches: HashMap<usize, (wgpu::Buffer, wgpu::Buffer)>,
     pub(crate) arena: Option<arena::Arena>,
     pub(crate) programs: HashMap<(usize, usize), program::Program>,
+    /// Per layer: its attention bind groups, kept while the plans keep their shape.
+    pub(crate) attn_bind: Vec<Option<onepath_ops::sdpa::SdpaBinding>>,
     pub(crate) opts: RunOptions,
     /// Set to measure where steps spend their time (see [`profile`]).
     pub profile: Option<profile::Profile>,
@@ -141,6 +143,7 @@ impl Model {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Model, ModelError> {
         let weights = weights::Weights::load(gpu, &ckpt, &config, load, progress).await?;
+        let layers = config.layers;
         let embed = format!("{}embed_tokens.weight", weights.prefix);
         let f32_ckpt = ckpt
             .tensor(&embed)
@@ -215,6 +218,7 @@ impl Model {
             caches,
             arena: None,
             programs: HashMap::new(),
+            attn_bind: (0..layers).map(|_| None).collect(),
             opts: run,
             profile: None,
         })

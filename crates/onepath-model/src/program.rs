@@ -35,19 +35,16 @@ pub(crate) enum Item {
 }
 
 impl Item {
+    /// Records the item; `attn(l, pass)` records layer `l`'s attention.
     pub fn record(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
-        attn: &[Option<onepath_ops::sdpa::PreparedSdpa>],
+        attn: &dyn Fn(usize, &mut wgpu::ComputePass<'_>),
     ) {
         match self {
             Item::D(d) => d.dispatch(pass),
             Item::M(m) => m.dispatch(pass),
-            Item::Attn(l) => {
-                if let Some(a) = &attn[*l] {
-                    a.dispatch(pass);
-                }
-            }
+            Item::Attn(l) => attn(*l, pass),
         }
     }
 }

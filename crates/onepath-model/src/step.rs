@@ -8,11 +8,11 @@
 use crate::arena::{Arena, kind_index};
 use crate::config::Kind;
 use crate::profile::ProfileMode;
-use crate::program::{Item, Parts, Program};
+use crate::program::{Parts, Program};
 use crate::{Model, ModelError, rope};
 use onepath_gpu::{Gpu, GpuTimer};
 use onepath_mask::KeySet;
-use onepath_ops::sdpa::{PreparedSdpa, RowSpec, Schedule, SdpaBuffers};
+use onepath_ops::sdpa::{RowSpec, Schedule, SdpaBuffers};
 use std::time::Instant;
 
 /// Which logits a sequence wants from a step.
@@ -80,8 +80,9 @@ impl Model {
         }
         // The whole step's pages first, on a copy: a shortage is an error before anything runs,
         // so a failed step leaves the cache as it was.
+        let pieces = self.pieces(gpu, &rows);
         let mut dry = self.kv.clone();
-        for piece in rows.chunks(self.opts.max_rows) {
+        for piece in pieces.iter().map(|p| &rows[p.clone()]) {
             for (seq, n) in per_sequence(piece) {
                 dry.reserve(seq, n)?;
             }
@@ -90,10 +91,30 @@ impl Model {
             }
         }
         let mut out = StepOutput::default();
-        for piece in rows.chunks(self.opts.max_rows) {
+        for piece in pieces.iter().map(|p| &rows[p.clone()]) {
             out.rows.extend(self.piece(gpu, piece, read_logits).await?);
         }
         Ok(out)
+    }
+
+    /// Cuts a step's rows into pieces of at most `max_rows` rows, each with no more logit rows
+    /// than one storage binding holds (a browser's 128 MiB is 128 rows of a 262144 vocabulary).
+    fn pieces(&self, gpu: &Gpu, rows: &[Row]) -> Vec<std::ops::Range<usize>> {
+        let max_out = (gpu.max_binding() / (self.config.vocab as u64 * 4)).max(1) as usize;
+        let max_rows = self.opts.max_rows.max(1);
+        let mut out = Vec::new();
+        let (mut start, mut logit_rows) = (0, 0);
+        for (i, r) in rows.iter().enumerate() {
+            if i - start == max_rows || (r.3 && logit_rows == max_out) {
+                out.push(start..i);
+                (start, logit_rows) = (i, 0);
+            }
+            logit_rows += usize::from(r.3);
+        }
+        if start < rows.len() {
+            out.push(start..rows.len());
+        }
+        out
     }
 
     fn check(&self, inputs: &[SeqInput]) -> Result<(), ModelError> {
@@ -155,6 +176,7 @@ impl Model {
             let out = ro.max(o0).max(1).next_power_of_two();
             self.arena = Some(Arena::new(gpu, &self.config, rows, out)?);
             self.programs.clear();
+            self.attn_bind.iter_mut().for_each(|b| *b = None);
         }
         Ok(())
     }
@@ -234,6 +256,11 @@ impl Model {
         // Attention: one plan per kind for this piece, bound per layer.
         let t_plan = clock(on);
         let plans = self.plan_attention(gpu, rows)?;
+        // Bind groups are kept per layer while the plans keep their shape (a steady decode
+        // step makes none).
+        for l in 0..c.layers {
+            self.bind_attention(gpu, &plans, l)?;
+        }
         let a = self.arena.as_ref().expect("made above");
         let key = (r, ro);
         if !self.programs.contains_key(&key) {
@@ -272,14 +299,15 @@ impl Model {
             label: Some("gemma4 step"),
             timestamp_writes: timer.as_ref().map(|t| t.writes(i as u32)),
         };
-        let mut attn: Vec<Option<PreparedSdpa>> = (0..c.layers).map(|_| None).collect();
+        let (kinds, binds) = (&self.kinds, &self.attn_bind);
+        let attn = |l: usize, pass: &mut wgpu::ComputePass<'_>| {
+            let kind = c.layer_kinds[l];
+            if let (Some(plan), Some(b)) = (&plans[kind_index(kind)], &binds[l]) {
+                kinds[&kind].sdpa.record(plan, b, pass);
+            }
+        };
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         for (ci, part) in items.chunks(chunk).enumerate() {
-            for (_, item) in part {
-                if let Item::Attn(l) = item {
-                    attn[*l] = Some(self.bind_attention(gpu, &plans, *l)?);
-                }
-            }
             if per_op && timer.is_some() {
                 for (i, (_, item)) in part.iter().enumerate() {
                     item.record(&mut enc.begin_compute_pass(&desc(i)), &attn);
@@ -362,13 +390,14 @@ impl Model {
         Ok(result)
     }
 
-    /// Binds layer `l`'s q, cache and output to its kind's plan for this piece.
+    /// Binds layer `l`'s q, cache and output to its kind's plan for this piece, keeping the
+    /// layer's bind groups when the plan has the shape of the last one.
     fn bind_attention(
-        &self,
+        &mut self,
         gpu: &Gpu,
         plans: &[Option<onepath_ops::sdpa::SdpaPlan>; 2],
         l: usize,
-    ) -> Result<PreparedSdpa, ModelError> {
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         let kind = c.layer_kinds[l];
         let ops = &self.kinds[&kind];
@@ -383,7 +412,9 @@ impl Model {
         let plan = plans[kind_index(kind)]
             .as_ref()
             .ok_or_else(|| ModelError::Step(format!("no attention plan for layer {l}")))?;
-        Ok(ops.sdpa.bind(gpu, &ops.ws, plan, bufs)?)
+        Ok(ops
+            .sdpa
+            .bind_kept(gpu, &ops.ws, plan, bufs, &mut self.attn_bind[l])?)
     }
 
     /// Plans attention for the piece's rows, once per attention kind: row (token r, head h)

@@ -32,6 +32,7 @@ pub use host::{KvData, key_blocks, key_blocks_len};
 pub use plan::{CHUNK, GROUP_ROWS, GROUP_WORDS, PAGE_KEYS, RowSpec, Wave, n_chunks, plan_rows};
 pub use rect::{Rect, rect_rows};
 pub use workspace::{PreparedIn, SdpaWorkspace};
+// SdpaPlan and SdpaBinding are defined below.
 
 use crate::{OpError, kernels};
 use bytemuck::Zeroable;
@@ -316,6 +317,7 @@ impl Sdpa {
         Ok(SdpaPlan {
             waves: planned,
             needs,
+            generation: ws.generation(),
         })
     }
 
@@ -374,6 +376,73 @@ impl Sdpa {
             merge: self.merge.clone(),
             passes,
         })
+    }
+
+    /// Makes `slot` hold bind groups of `bufs` for `plan`, reusing the ones it holds when
+    /// they were made for a plan of the same shape in the same workspace buffers (the caller
+    /// keeps one slot per set of buffers, e.g. per layer, and empties it when it replaces one
+    /// of `bufs`). Record with [`record`](Self::record).
+    pub fn bind_kept(
+        &self,
+        gpu: &Gpu,
+        ws: &SdpaWorkspace,
+        plan: &SdpaPlan,
+        bufs: SdpaBuffers<'_>,
+        slot: &mut Option<SdpaBinding>,
+    ) -> Result<(), OpError> {
+        plan.needs.check(&bufs)?;
+        let key = plan.key();
+        if slot.as_ref().is_some_and(|b| b.key == key) {
+            return Ok(());
+        }
+        let mut waves = Vec::with_capacity(plan.waves.len());
+        for (wi, w) in plan.waves.iter().enumerate() {
+            let b = ws.wave_buffers(wi).ok_or_else(|| OpError::Param {
+                what: "SDPA plan",
+                value: format!("wave {wi}"),
+                why: "the workspace was not planned with this plan",
+            })?;
+            let (same, mixed) = if w.by_row {
+                (&self.row_same, &self.row_mixed)
+            } else {
+                (&self.chunk_same, &self.chunk_mixed)
+            };
+            let mut chunk = [None, None];
+            for (i, p) in [same, mixed].into_iter().enumerate() {
+                if w.chunk[i].0 > 0 {
+                    let cu = &b.chunk_params[i];
+                    let bg = gpu.bind(p, &[cu, bufs.q, bufs.k, bufs.v, &b.plan, &b.partials]);
+                    chunk[i] = Some((p.clone(), bg));
+                }
+            }
+            let merge = gpu.bind(
+                &self.merge,
+                &[&b.merge_params, &b.plan, &b.partials, bufs.out],
+            );
+            waves.push(BoundWave { chunk, merge });
+        }
+        *slot = Some(SdpaBinding { key, waves });
+        Ok(())
+    }
+
+    /// Records `plan`'s dispatches with a binding made for it by [`bind_kept`](Self::bind_kept).
+    pub fn record(&self, plan: &SdpaPlan, binding: &SdpaBinding, pass: &mut wgpu::ComputePass<'_>) {
+        for (w, b) in plan.waves.iter().zip(&binding.waves) {
+            for (i, c) in b.chunk.iter().enumerate() {
+                if let Some((p, bg)) = c {
+                    let (gx, gy) = w.chunk[i].1;
+                    pass.set_pipeline(p);
+                    pass.set_bind_group(0, bg, &[]);
+                    pass.dispatch_workgroups(gx, gy, 1);
+                }
+            }
+            let (x, y, z) = w.merge_grid;
+            if y > 0 {
+                pass.set_pipeline(&self.merge);
+                pass.set_bind_group(0, &b.merge, &[]);
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
     }
 
     /// Bytes of q, K, V and output that `rows` reach (see [`SdpaPlan`]).
@@ -474,6 +543,33 @@ impl Needs {
 pub struct SdpaPlan {
     waves: Vec<PlannedWave>,
     needs: Needs,
+    generation: u64,
+}
+
+impl SdpaPlan {
+    /// What a binding to this plan depends on: the workspace's buffers and, per wave, which
+    /// chunk kernels run. Plans with equal keys take the same bind groups.
+    fn key(&self) -> (u64, Vec<(bool, bool, bool)>) {
+        let waves = self
+            .waves
+            .iter()
+            .map(|w| (w.by_row, w.chunk[0].0 > 0, w.chunk[1].0 > 0))
+            .collect();
+        (self.generation, waves)
+    }
+}
+
+/// A layer's bind groups for plans of one shape ([`Sdpa::bind_kept`]): kept from step to step
+/// while the plan's shape and the workspace's buffers stay the same, so a steady decode step
+/// creates none. Only the plan's contents and grids change between such steps.
+pub struct SdpaBinding {
+    key: (u64, Vec<(bool, bool, bool)>),
+    waves: Vec<BoundWave>,
+}
+
+struct BoundWave {
+    chunk: [Option<(Arc<wgpu::ComputePipeline>, wgpu::BindGroup)>; 2],
+    merge: wgpu::BindGroup,
 }
 
 #[derive(Clone, Debug)]

@@ -22,6 +22,8 @@ use std::ops::Deref;
 #[derive(Default)]
 pub struct SdpaWorkspace {
     waves: Vec<WaveBuffers>,
+    /// Counts buffer (re)creations: bindings made against an older generation are stale.
+    generation: u64,
 }
 
 /// One wave's buffers: plan, partials, the chunk dispatches' parameters (same, mixed) and the
@@ -71,6 +73,7 @@ impl SdpaWorkspace {
         };
         let (plan_need, part_need) = (plan.len() as u64, partial_bytes);
         while self.waves.len() <= i {
+            self.generation += 1;
             self.waves.push(WaveBuffers {
                 plan: gpu.storage("sdpa plan", grow(plan_need))?,
                 partials: gpu.storage("sdpa partials", grow(part_need))?,
@@ -84,9 +87,11 @@ impl SdpaWorkspace {
         let w = &mut self.waves[i];
         if w.plan.size() < plan_need {
             w.plan = gpu.storage("sdpa plan", grow(plan_need))?;
+            self.generation += 1;
         }
         if w.partials.size() < part_need {
             w.partials = gpu.storage("sdpa partials", grow(part_need))?;
+            self.generation += 1;
         }
         gpu.queue.write_buffer(&w.plan, 0, plan);
         gpu.queue
@@ -99,6 +104,11 @@ impl SdpaWorkspace {
 }
 
 impl SdpaWorkspace {
+    /// Which set of buffers the workspace holds (changes whenever one is replaced).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Wave `i`'s buffers as the last [`plan`](super::Sdpa::plan) left them.
     pub(super) fn wave_buffers(&self, i: usize) -> Option<&WaveBuffers> {
         self.waves.get(i)
