@@ -54,6 +54,9 @@ pub struct StepOutput {
 /// early, large enough that submissions stay few (about six per Gemma 4 E2B step).
 const SUBMIT_ITEMS: usize = 96;
 
+/// Most recorded programs kept (each holds a step's prepared dispatches for one row count).
+const MAX_PROGRAMS: usize = 64;
+
 /// A token row of a piece: (sequence, position, token id, wants logits).
 type Row = (u64, u32, u32, bool);
 
@@ -276,6 +279,11 @@ impl Model {
                 ],
             };
             let prog = Program::build(gpu, &parts, a, r, ro)?;
+            // Kept per (rows, logit rows): a steady decode step reuses its program; a server's
+            // ever-changing prefill sizes must not grow the cache without bound.
+            if self.programs.len() >= MAX_PROGRAMS {
+                self.programs.clear();
+            }
             self.programs.insert(key, prog);
         }
         let prog = &self.programs[&key];
