@@ -213,6 +213,7 @@ impl Sdpa {
         bufs: SdpaBuffers<'_>,
         schedule: Schedule,
     ) -> Result<PreparedSdpa, OpError> {
+        self.check_layout(rows, kv_stride)?;
         self.check_buffers(rows, kv_stride, &bufs)?;
         let mut own = SdpaWorkspace::new();
         let ws = ws.unwrap_or(&mut own);
@@ -233,23 +234,8 @@ impl Sdpa {
         kv_stride: u32,
         schedule: Schedule,
     ) -> Result<SdpaPlan, OpError> {
+        self.check_layout(rows, kv_stride)?;
         let d = self.config.head_dim as u32;
-        if !kv_stride.is_multiple_of(d) {
-            return Err(OpError::Param {
-                what: "K/V stride",
-                value: format!("{kv_stride}"),
-                why: "keys are whole rows of head_dim values: the stride must be a multiple \
-                      of head_dim",
-            });
-        }
-        if let Some(r) = rows.iter().find(|r| !r.kv_base.is_multiple_of(d)) {
-            return Err(OpError::Param {
-                what: "row K/V base",
-                value: format!("{}", r.kv_base),
-                why: "keys are whole rows of head_dim values: every row's base must be a \
-                      multiple of head_dim",
-            });
-        }
         let needs = self.needs(rows, kv_stride)?;
         let record = u64::from(d + 4) * 4;
         let waves = plan_rows(rows, d, gpu.max_binding().min(256 << 20).max(record))?;
@@ -443,6 +429,29 @@ impl Sdpa {
                 pass.dispatch_workgroups(x, y, z);
             }
         }
+    }
+
+    /// Keys are whole rows of head_dim values: the stride and every row's base must be
+    /// multiples of head_dim.
+    fn check_layout(&self, rows: &[RowSpec], kv_stride: u32) -> Result<(), OpError> {
+        let d = self.config.head_dim as u32;
+        if !kv_stride.is_multiple_of(d) {
+            return Err(OpError::Param {
+                what: "K/V stride",
+                value: format!("stride {kv_stride}"),
+                why: "keys are whole rows of head_dim values: the stride and every row's base \
+                      must be multiples of head_dim",
+            });
+        }
+        if let Some(r) = rows.iter().find(|r| !r.kv_base.is_multiple_of(d)) {
+            return Err(OpError::Param {
+                what: "row K/V base",
+                value: format!("base {} (stride {kv_stride})", r.kv_base),
+                why: "keys are whole rows of head_dim values: the stride and every row's base \
+                      must be multiples of head_dim",
+            });
+        }
+        Ok(())
     }
 
     /// Bytes of q, K, V and output that `rows` reach (see [`SdpaPlan`]).
