@@ -133,7 +133,7 @@ impl KvCache {
             Kind::Sliding => &s.sliding,
         };
         let p = *t.get((pos / PAGE_KEYS) as usize)?;
-        (p != FREED).then_some(p * PAGE_KEYS + pos % PAGE_KEYS)
+        (p != FREED).then(|| p * PAGE_KEYS + pos % PAGE_KEYS)
     }
 
     /// `seq`'s page table for `kind`, as SDPA reads it.
