@@ -222,6 +222,7 @@ fn running_out_of_kv_pages_names_the_pool() {
             gpu,
             &dir,
             RunOptions {
+                kv_max_binding: None,
                 max_rows: 256,
                 pages,
             },
@@ -241,6 +242,7 @@ fn running_out_of_kv_pages_names_the_pool() {
         gpu,
         &dir,
         RunOptions {
+            kv_max_binding: None,
             max_rows: 256,
             pages: (2, 8),
         },
@@ -273,6 +275,7 @@ fn a_step_that_runs_out_of_pages_takes_none() {
     let Some(gpu) = common::gpu() else { return };
     let p = prompt(P);
     let run = RunOptions {
+        kv_max_binding: None,
         max_rows: 256,
         pages: (1, 8),
     };
@@ -295,6 +298,7 @@ fn a_step_that_runs_out_of_pages_takes_none() {
 fn a_cut_step_that_runs_out_of_pages_caches_nothing() {
     let Some(gpu) = common::gpu() else { return };
     let run = RunOptions {
+        kv_max_binding: None,
         max_rows: 32,
         pages: (1, 8),
     };

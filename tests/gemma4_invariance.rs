@@ -207,3 +207,69 @@ fn quantizing_at_load_gives_the_bits_of_mlx_lms_conversion() {
     let b = in_chunks(gpu, &mut theirs, 1, &toks, 40);
     assert_same_bits(&a, &b, "a-bf16 quantized at load vs a-q4 from mlx-lm");
 }
+
+/// A KV pool larger than one binding spreads over several buffers, each sequence in one:
+/// the same busy steps give the bits of one big buffer.
+#[test]
+fn a_pool_over_several_buffers_gives_the_bits_of_one() {
+    let Some(gpu) = common::gpu() else { return };
+    let (cfg, ckpt) = open_checkpoint(&fixture("a-bf16")).unwrap();
+    let mut run = RunOptions::for_sequences(&cfg, 4, 128);
+    let one = pollster::block_on(onepath_model::Model::load(
+        gpu,
+        cfg.clone(),
+        ckpt,
+        &Default::default(),
+        run,
+        &mut |_, _| {},
+    ));
+    let mut one = one.unwrap();
+    // Two full-attention pages (32 KiB each here) per buffer: the sequences need four buffers.
+    run.kv_max_binding = Some(64 << 10);
+    let (_, ckpt) = open_checkpoint(&fixture("a-bf16")).unwrap();
+    let mut many = pollster::block_on(onepath_model::Model::load(
+        gpu,
+        cfg,
+        ckpt,
+        &Default::default(),
+        run,
+        &mut |_, _| {},
+    ))
+    .unwrap();
+    assert!(many.kv.full.buffers.len() >= 4 && one.kv.full.buffers.len() == 1);
+    let v = one.config.vocab;
+    let prompts: Vec<Vec<u32>> = (0..4)
+        .map(|s| prompt(20 + s, 60 + 15 * s as usize, v))
+        .collect();
+    let mut fed = [0usize; 4];
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for step in 0..12 {
+        let mut inputs = Vec::new();
+        for s in 0..4 {
+            if fed[s] >= prompts[s].len() || step < s {
+                continue;
+            }
+            let n = if step == s { 30 } else { 7 }.min(prompts[s].len() - fed[s]);
+            inputs.push(SeqInput {
+                seq: s as u64,
+                pos: fed[s] as u32,
+                tokens: prompts[s][fed[s]..fed[s] + n].to_vec(),
+                logits: Logits::All,
+            });
+            fed[s] += n;
+        }
+        if inputs.is_empty() {
+            break;
+        }
+        for (m, out) in [(&mut one, &mut a), (&mut many, &mut b)] {
+            let r = pollster::block_on(m.step(gpu, &inputs, true)).unwrap();
+            out.extend(r.rows.into_iter().flat_map(|r| r.logits.unwrap()));
+        }
+    }
+    let bufs: std::collections::BTreeSet<u32> = many.kv.seqs.values().map(|s| s.buffer.0).collect();
+    assert!(
+        bufs.len() > 1,
+        "the sequences landed in one buffer: {bufs:?}"
+    );
+    assert_same_bits(&b, &a, "a pool over several buffers vs one");
+}

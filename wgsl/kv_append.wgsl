@@ -2,7 +2,8 @@
 // (token, KV head),
 //   k = rope(kx * inverseSqrt(mean(kx^2) + eps) * kw)     (rotate-half, as in q_prep.wgsl)
 //   v = vx * inverseSqrt(mean(vx^2) + eps)                (Gemma 4's weightless v norm)
-// stored at cache row `head * slots + slot[token]`: K key-blocked (blocks of 32 rows, column-
+// stored at cache row `head * slots + slot[token]` (skipped when the slot is 0xffffffff: the
+// token's pages are in another buffer of the pool): K key-blocked (blocks of 32 rows, column-
 // major 16-byte words, as sdpa_chunk.wgsl reads it), V row-major; f16 (packed pairs, low half
 // first) or f32. Thread i owns the pair (i, i + D/2); each sum of squares is one fixed tree
 // over the 256 threads, set by D alone.
@@ -94,8 +95,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         vv[t + half] = vb * rv;
     }
     workgroupBarrier();
-    // Thread p writes dims (2p, 2p + 1).
-    if (!own) {
+    // Thread p writes dims (2p, 2p + 1); a token whose pages are in another cache buffer
+    // (slot NONE) is written by that buffer's call.
+    if (!own || slot[token] == 0xffffffffu) {
         return;
     }
     let r = head * prm.slots + slot[token];

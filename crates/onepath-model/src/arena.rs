@@ -25,9 +25,10 @@ pub(crate) struct Arena {
     pub pl_proj: wgpu::Buffer,
     pub pl_tok: wgpu::Buffer,
     pub pli: wgpu::Buffer,
-    /// Per kind: RoPE `(cos, sin)` table `[rows, D/2]` and cache slots `[rows]`.
+    /// Per kind: RoPE `(cos, sin)` table `[rows, D/2]`, and per cache buffer of the kind each
+    /// token's slot there `[rows]` (`u32::MAX` for tokens whose pages are in another buffer).
     pub rope: [wgpu::Buffer; 2],
-    pub slots: [wgpu::Buffer; 2],
+    pub slots: [Vec<wgpu::Buffer>; 2],
     /// `0..rows` (the input norm's row list) and the logit rows' token rows.
     pub ident: wgpu::Buffer,
     pub out_idx: wgpu::Buffer,
@@ -46,7 +47,13 @@ pub(crate) fn kind_index(k: Kind) -> usize {
 }
 
 impl Arena {
-    pub fn new(gpu: &Gpu, c: &Config, rows: usize, out: usize) -> Result<Arena, GpuError> {
+    /// `buffers`: cache buffers of (sliding, full) pools.
+    pub fn new(
+        gpu: &Gpu,
+        c: &Config,
+        (rows, out): (usize, usize),
+        buffers: [usize; 2],
+    ) -> Result<Arena, GpuError> {
         let f = |label: &str, elems: usize| gpu.storage(label, (elems.max(1) * 4) as u64);
         let dmax = c.sliding.head_dim.max(c.full.head_dim);
         let kvmax = c.sliding.kv_heads.max(c.full.kv_heads);
@@ -79,7 +86,14 @@ impl Arena {
                 f("rope sliding", rows * c.sliding.head_dim)?,
                 f("rope full", rows * c.full.head_dim)?,
             ],
-            slots: [f("slots sliding", rows)?, f("slots full", rows)?],
+            slots: [
+                (0..buffers[0])
+                    .map(|_| f("slots sliding", rows))
+                    .collect::<Result<_, _>>()?,
+                (0..buffers[1])
+                    .map(|_| f("slots full", rows))
+                    .collect::<Result<_, _>>()?,
+            ],
             ident: gpu.storage_from("rows", bytemuck::cast_slice(&ident))?,
             out_idx: f("logit rows", out)?,
             xo: f("final norm", out * c.hidden)?,
@@ -116,8 +130,6 @@ impl Arena {
             &self.pli,
             &self.rope[0],
             &self.rope[1],
-            &self.slots[0],
-            &self.slots[1],
             &self.ident,
             &self.out_idx,
             &self.xo,
@@ -125,7 +137,8 @@ impl Arena {
             &self.ids,
             &self.staging,
         ]
-        .iter()
+        .into_iter()
+        .chain(self.slots.iter().flatten())
         .map(|b| b.size())
         .sum()
     }

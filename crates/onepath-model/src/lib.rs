@@ -77,6 +77,9 @@ pub struct RunOptions {
     pub max_rows: usize,
     /// KV pages (of `PAGE_KEYS` positions) for full-attention and for sliding layers.
     pub pages: (u32, u32),
+    /// Largest KV-cache buffer (bytes); `None`: the device's binding limit. A pool larger than
+    /// this spreads over several buffers (tests force small ones).
+    pub kv_max_binding: Option<u64>,
 }
 
 impl RunOptions {
@@ -88,16 +91,18 @@ impl RunOptions {
         RunOptions {
             max_rows: 256,
             pages: (full as u32, sliding as u32),
+            kv_max_binding: None,
         }
     }
 }
 
-/// Per attention kind: its SDPA, q/KV preparation, and the step's plan workspace.
+/// Per attention kind: its SDPA, q/KV preparation, and the step's plan workspaces (one per
+/// cache buffer).
 pub(crate) struct KindOps {
     pub sdpa: Sdpa,
     pub q_prep: QPrep,
     pub kv_append: Option<KvAppend>,
-    pub ws: SdpaWorkspace,
+    pub ws: Vec<SdpaWorkspace>,
 }
 
 /// A loaded Gemma 4 decoder with its KV cache.
@@ -109,12 +114,13 @@ pub struct Model {
     pub kv_dtype: KvDType,
     pub(crate) kernels: Kernels,
     pub(crate) kinds: HashMap<Kind, KindOps>,
-    /// Per layer that owns a cache: its (K, V) buffers.
-    pub(crate) caches: HashMap<usize, (wgpu::Buffer, wgpu::Buffer)>,
+    /// Per layer that owns a cache: its (K, V) buffers, one pair per buffer of its kind's pool.
+    pub(crate) caches: HashMap<usize, Vec<(wgpu::Buffer, wgpu::Buffer)>>,
     pub(crate) arena: Option<arena::Arena>,
     pub(crate) programs: HashMap<(usize, usize), program::Program>,
-    /// Per layer: its attention bind groups, kept while the plans keep their shape.
-    pub(crate) attn_bind: Vec<Option<onepath_ops::sdpa::SdpaBinding>>,
+    /// Per layer and cache buffer: its attention bind groups, kept while the plans keep their
+    /// shape.
+    pub(crate) attn_bind: Vec<Vec<Option<onepath_ops::sdpa::SdpaBinding>>>,
     pub(crate) opts: RunOptions,
     /// Set to measure where steps spend their time (see [`profile`]).
     pub profile: Option<profile::Profile>,
@@ -179,7 +185,7 @@ impl Model {
                     sdpa,
                     q_prep: QPrep::new(gpu, d).await?,
                     kv_append: Some(KvAppend::new(gpu, d, f16).await?),
-                    ws: SdpaWorkspace::new(),
+                    ws: Vec::new(),
                 },
             );
         }
@@ -187,26 +193,43 @@ impl Model {
             config.layer_kinds.contains(&Kind::Full),
             config.layer_kinds.contains(&Kind::Sliding),
         ];
-        let kv = kv::KvCache::new(run.pages, config.sliding_window as u32, uses);
+        // Pages per buffer: as many as one binding holds.
+        let limit = run
+            .kv_max_binding
+            .map_or(gpu.max_binding(), |m| m.min(gpu.max_binding()));
+        let page_bytes = |kind: Kind| {
+            let a = config.attn(kind);
+            u64::from(onepath_ops::sdpa::PAGE_KEYS)
+                * (a.kv_heads * a.head_dim * kv_dtype.bytes()) as u64
+        };
+        let per = |kind: Kind| (limit / page_bytes(kind)).clamp(1, u64::from(u32::MAX)) as u32;
+        let kv = kv::KvCache::new(
+            run.pages,
+            (per(Kind::Full), per(Kind::Sliding)),
+            config.sliding_window as u32,
+            uses,
+        );
+        for (kind, ops) in kinds.iter_mut() {
+            let n = kv.pools(*kind).buffers.len().max(1);
+            ops.ws = (0..n).map(|_| SdpaWorkspace::new()).collect();
+        }
         let mut caches = HashMap::new();
         for l in 0..config.first_shared() {
             let kind = config.layer_kinds[l];
-            let a = config.attn(kind);
-            let pages = match kind {
-                Kind::Full => run.pages.0,
-                Kind::Sliding => run.pages.1,
-            } as u64;
-            let bytes = pages
-                * u64::from(onepath_ops::sdpa::PAGE_KEYS)
-                * (a.kv_heads * a.head_dim * kv_dtype.bytes()) as u64;
-            caches.insert(
-                l,
-                (
+            let mut pairs = Vec::new();
+            for pool in &kv.pools(kind).buffers {
+                let bytes = u64::from(pool.total()) * page_bytes(kind);
+                pairs.push((
                     gpu.storage("k cache", bytes)?,
                     gpu.storage("v cache", bytes)?,
-                ),
-            );
+                ));
+            }
+            caches.insert(l, pairs);
         }
+        let buffers = |l: usize| kv.pools(config.layer_kinds[l]).buffers.len();
+        let attn_bind = (0..layers)
+            .map(|l| (0..buffers(l)).map(|_| None).collect())
+            .collect();
         Ok(Model {
             config,
             ckpt,
@@ -218,7 +241,7 @@ impl Model {
             caches,
             arena: None,
             programs: HashMap::new(),
-            attn_bind: (0..layers).map(|_| None).collect(),
+            attn_bind,
             opts: run,
             profile: None,
         })
@@ -245,6 +268,7 @@ impl Model {
         b += self
             .caches
             .values()
+            .flatten()
             .map(|(k, v)| k.size() + v.size())
             .sum::<u64>();
         b + self.arena.as_ref().map_or(0, |a| a.bytes())

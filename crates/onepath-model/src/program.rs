@@ -63,8 +63,9 @@ pub(crate) struct Parts<'a> {
     pub w: &'a crate::weights::Weights,
     pub k: &'a Kernels,
     pub kinds: &'a HashMap<Kind, KindOps>,
-    pub caches: &'a HashMap<usize, (wgpu::Buffer, wgpu::Buffer)>,
-    pub slots: [usize; 2],
+    pub caches: &'a HashMap<usize, Vec<(wgpu::Buffer, wgpu::Buffer)>>,
+    /// Per kind, per cache buffer: its slots (rows per KV head).
+    pub slots: [Vec<usize>; 2],
 }
 
 fn mm(
@@ -162,25 +163,28 @@ impl Program {
                 )?),
             );
             if let Some(kn) = &layer.k_norm {
-                let (kc, vc) = &p.caches[&l];
                 let append = ops
                     .kv_append
                     .as_ref()
                     .expect("every kind has its append op");
-                let call = KvAppendCall {
-                    k: kv,
-                    v: vv,
-                    kw: kn,
-                    rope: &a.rope[ki],
-                    slot: &a.slots[ki],
-                    k_cache: kc,
-                    v_cache: vc,
-                };
-                push(
-                    &mut items,
-                    "q/k/v norm + rope + cache append",
-                    Item::D(append.prepare(gpu, (r, at.kv_heads, p.slots[ki]), eps, call)?),
-                );
+                // One call per cache buffer; each writes the tokens whose pages are in it.
+                for (b, (kc, vc)) in p.caches[&l].iter().enumerate() {
+                    let call = KvAppendCall {
+                        k: kv,
+                        v: vv,
+                        kw: kn,
+                        rope: &a.rope[ki],
+                        slot: &a.slots[ki][b],
+                        k_cache: kc,
+                        v_cache: vc,
+                    };
+                    let shape = (r, at.kv_heads, p.slots[ki][b]);
+                    push(
+                        &mut items,
+                        "q/k/v norm + rope + cache append",
+                        Item::D(append.prepare(gpu, shape, eps, call)?),
+                    );
+                }
             }
             push(&mut items, "attention", Item::Attn(l));
             push(

@@ -12,7 +12,7 @@ use crate::program::{Parts, Program};
 use crate::{Model, ModelError, rope};
 use onepath_gpu::{Gpu, GpuTimer};
 use onepath_mask::KeySet;
-use onepath_ops::sdpa::{RowSpec, Schedule, SdpaBuffers};
+use onepath_ops::sdpa::{RowSpec, Schedule, SdpaBuffers, SdpaPlan};
 use std::time::Instant;
 
 /// Which logits a sequence wants from a step.
@@ -177,9 +177,10 @@ impl Model {
             let (r0, o0) = self.arena.as_ref().map_or((0, 0), |a| (a.rows, a.out));
             let rows = r.max(r0).next_power_of_two();
             let out = ro.max(o0).max(1).next_power_of_two();
-            self.arena = Some(Arena::new(gpu, &self.config, rows, out)?);
+            let buffers = [self.kv.sliding.buffers.len(), self.kv.full.buffers.len()];
+            self.arena = Some(Arena::new(gpu, &self.config, (rows, out), buffers)?);
             self.programs.clear();
-            self.attn_bind.iter_mut().for_each(|b| *b = None);
+            self.attn_bind.iter_mut().flatten().for_each(|b| *b = None);
         }
         Ok(())
     }
@@ -210,7 +211,12 @@ impl Model {
         let mut h = Vec::with_capacity(r * c.hidden);
         let mut tok = Vec::with_capacity(r * c.layers * c.ple_dim);
         let mut ropes = [Vec::new(), Vec::new()];
-        let mut slots = [Vec::with_capacity(r), Vec::with_capacity(r)];
+        // Per kind, per cache buffer: each token's slot there, or NONE where its pages are in
+        // another buffer.
+        let mut slots: [Vec<Vec<u32>>; 2] = [
+            vec![Vec::with_capacity(r); self.kv.sliding.buffers.len()],
+            vec![Vec::with_capacity(r); self.kv.full.buffers.len()],
+        ];
         let inv = [rope::inv_freq(&c.sliding), rope::inv_freq(&c.full)];
         let ple_scale = (c.ple_dim as f32).sqrt();
         for &(seq, pos, id, _) in rows {
@@ -232,10 +238,12 @@ impl Model {
                 let ki = kind_index(kind);
                 if self.kinds.contains_key(&kind) {
                     rope::push_angles(&inv[ki], pos, &mut ropes[ki]);
-                    let slot = self.kv.slot(seq, kind, pos).ok_or_else(|| {
+                    let (buf, slot) = self.kv.slot(seq, kind, pos).ok_or_else(|| {
                         ModelError::Step(format!("no cache page for sequence {seq} position {pos}"))
                     })?;
-                    slots[ki].push(slot);
+                    for (b, s) in slots[ki].iter_mut().enumerate() {
+                        s.push(if b as u32 == buf { slot } else { u32::MAX });
+                    }
                 }
             }
         }
@@ -248,7 +256,9 @@ impl Model {
         for ki in 0..2 {
             if !ropes[ki].is_empty() {
                 q.write_buffer(&a.rope[ki], 0, bytemuck::cast_slice(&ropes[ki]));
-                q.write_buffer(&a.slots[ki], 0, bytemuck::cast_slice(&slots[ki]));
+                for (buf, s) in a.slots[ki].iter().zip(&slots[ki]) {
+                    q.write_buffer(buf, 0, bytemuck::cast_slice(s));
+                }
             }
         }
         let idx: Vec<u32> = out_rows.iter().map(|&i| i as u32).collect();
@@ -273,10 +283,7 @@ impl Model {
                 k: &self.kernels,
                 kinds: &self.kinds,
                 caches: &self.caches,
-                slots: [
-                    (self.kv.sliding.total() * onepath_ops::sdpa::PAGE_KEYS) as usize,
-                    (self.kv.full.total() * onepath_ops::sdpa::PAGE_KEYS) as usize,
-                ],
+                slots: [Kind::Sliding, Kind::Full].map(|k| self.slots_per_buffer(k)),
             };
             let prog = Program::build(gpu, &parts, a, r, ro)?;
             // Kept per (rows, logit rows): a steady decode step reuses its program; a server's
@@ -310,8 +317,10 @@ impl Model {
         let (kinds, binds) = (&self.kinds, &self.attn_bind);
         let attn = |l: usize, pass: &mut wgpu::ComputePass<'_>| {
             let kind = c.layer_kinds[l];
-            if let (Some(plan), Some(b)) = (&plans[kind_index(kind)], &binds[l]) {
-                kinds[&kind].sdpa.record(plan, b, pass);
+            for (plan, b) in plans[kind_index(kind)].iter().zip(&binds[l]) {
+                if let (Some(plan), Some(b)) = (plan, b) {
+                    kinds[&kind].sdpa.record(plan, b, pass);
+                }
             }
         };
         let mut enc = gpu.device.create_command_encoder(&Default::default());
@@ -398,87 +407,105 @@ impl Model {
         Ok(result)
     }
 
-    /// Binds layer `l`'s q, cache and output to its kind's plan for this piece, keeping the
-    /// layer's bind groups when the plan has the shape of the last one.
+    /// Slots (rows per KV head) of each cache buffer of `kind`.
+    fn slots_per_buffer(&self, kind: Kind) -> Vec<usize> {
+        let page = onepath_ops::sdpa::PAGE_KEYS as usize;
+        let pools = self.kv.pools(kind);
+        pools
+            .buffers
+            .iter()
+            .map(|p| p.total() as usize * page)
+            .collect()
+    }
+
+    /// Binds layer `l`'s q, cache buffers and output to its kind's plans for this piece (one
+    /// per cache buffer that has rows), keeping the layer's bind groups when a plan has the
+    /// shape of the last one.
     fn bind_attention(
         &mut self,
         gpu: &Gpu,
-        plans: &[Option<onepath_ops::sdpa::SdpaPlan>; 2],
+        plans: &[Vec<Option<SdpaPlan>>; 2],
         l: usize,
     ) -> Result<(), ModelError> {
         let c = &self.config;
         let kind = c.layer_kinds[l];
         let ops = &self.kinds[&kind];
         let a = self.arena.as_ref().expect("made before attention");
-        let (kc, vc) = &self.caches[&c.cache_layer(l)];
-        let bufs = SdpaBuffers {
-            q: &a.q,
-            k: kc,
-            v: vc,
-            out: &a.attn,
-        };
-        let plan = plans[kind_index(kind)]
-            .as_ref()
-            .ok_or_else(|| ModelError::Step(format!("no attention plan for layer {l}")))?;
-        Ok(ops
-            .sdpa
-            .bind_kept(gpu, &ops.ws, plan, bufs, &mut self.attn_bind[l])?)
+        let caches = &self.caches[&c.cache_layer(l)];
+        for (b, plan) in plans[kind_index(kind)].iter().enumerate() {
+            let Some(plan) = plan else { continue };
+            let (kc, vc) = &caches[b];
+            let bufs = SdpaBuffers {
+                q: &a.q,
+                k: kc,
+                v: vc,
+                out: &a.attn,
+            };
+            ops.sdpa
+                .bind_kept(gpu, &ops.ws[b], plan, bufs, &mut self.attn_bind[l][b])?;
+        }
+        Ok(())
     }
 
-    /// Plans attention for the piece's rows, once per attention kind: row (token r, head h)
-    /// attends its sequence's keys `[lo, pos]` (`lo` = 0, or `pos + 1 - window` on sliding
-    /// layers) through the sequence's page table of that kind.
+    /// Plans attention for the piece's rows, once per attention kind and cache buffer: row
+    /// (token r, head h) attends its sequence's keys `[lo, pos]` (`lo` = 0, or
+    /// `pos + 1 - window` on sliding layers) through the sequence's page table of that kind,
+    /// in the buffer that holds its pages.
     fn plan_attention(
         &mut self,
         gpu: &Gpu,
         rows: &[Row],
-    ) -> Result<[Option<onepath_ops::sdpa::SdpaPlan>; 2], ModelError> {
+    ) -> Result<[Vec<Option<SdpaPlan>>; 2], ModelError> {
         let c = &self.config;
-        let mut plans = [None, None];
+        let mut plans = [Vec::new(), Vec::new()];
         for kind in [Kind::Sliding, Kind::Full] {
             if !self.kinds.contains_key(&kind) {
                 continue;
             }
             let at = c.attn(kind);
             let (d, hq, hkv) = (at.head_dim, c.heads, at.kv_heads);
-            let slots = match kind {
-                Kind::Full => self.kv.full.total(),
-                Kind::Sliding => self.kv.sliding.total(),
-            } as usize
-                * onepath_ops::sdpa::PAGE_KEYS as usize;
-            let mut specs = Vec::with_capacity(rows.len() * hq);
-            let mut table: Option<(u64, std::sync::Arc<[u32]>)> = None;
+            let slots = self.slots_per_buffer(kind);
+            let mut specs: Vec<Vec<RowSpec>> = vec![Vec::new(); slots.len()];
+            let mut table: Option<(u64, u32, std::sync::Arc<[u32]>)> = None;
             for (r, &(seq, pos, _, _)) in rows.iter().enumerate() {
-                let t = match &table {
-                    Some((s, t)) if *s == seq => t.clone(),
+                let (buf, t) = match &table {
+                    Some((s, b, t)) if *s == seq => (*b, t.clone()),
                     _ => {
-                        let t = self.kv.table(seq, kind);
-                        table = Some((seq, t.clone()));
-                        t
+                        let (b, t) = self.kv.table(seq, kind);
+                        table = Some((seq, b, t.clone()));
+                        (b, t)
                     }
                 };
                 let lo = match kind {
                     Kind::Full => 0,
                     Kind::Sliding => (pos + 1).saturating_sub(c.sliding_window as u32),
                 };
+                let b = buf as usize;
                 for h in 0..hq {
                     let kvh = h / (hq / hkv);
                     let off = ((r * hq + h) * d) as u32;
-                    specs.push(RowSpec {
+                    specs[b].push(RowSpec {
                         q_off: off,
                         out_off: off,
-                        kv_base: (kvh * slots * d) as u32,
+                        kv_base: (kvh * slots[b] * d) as u32,
                         keys: KeySet::Span { lo, hi: pos + 1 },
                         pages: Some(t.clone()),
                     });
                 }
             }
             let ops = self.kinds.get_mut(&kind).expect("checked");
-            plans[kind_index(kind)] =
-                Some(
-                    ops.sdpa
-                        .plan(gpu, &mut ops.ws, &specs, d as u32, Schedule::Auto)?,
-                );
+            let mut per_buf = Vec::with_capacity(specs.len());
+            for (b, rows) in specs.iter().enumerate() {
+                per_buf.push(if rows.is_empty() {
+                    None
+                } else {
+                    Some(
+                        ops.sdpa
+                            .plan(gpu, &mut ops.ws[b], rows, d as u32, Schedule::Auto)?,
+                    )
+                });
+            }
+            plans[kind_index(kind)] = per_buf;
         }
         Ok(plans)
     }
