@@ -5,32 +5,13 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{no_adapter, onepath};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/gemma4")
         .join(name)
-}
-
-fn onepath(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onepath"))
-        .args(args)
-        .output()
-        .expect("run onepath")
-}
-
-fn no_adapter(out: &Output) -> bool {
-    let err = String::from_utf8_lossy(&out.stderr);
-    if !err.contains("no GPU adapter") {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set and no GPU adapter is usable, which fails the run: {err}"
-    );
-    eprintln!("SKIPPED (no GPU adapter; CI would fail here): {err}");
-    true
 }
 
 /// `onepath --json generate ARGS` as JSON (None without an adapter).

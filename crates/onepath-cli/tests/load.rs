@@ -4,31 +4,11 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{no_adapter, onepath};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/mlx/tiny_ckpt")
-}
-
-fn onepath(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onepath"))
-        .args(args)
-        .output()
-        .expect("run onepath")
-}
-
-/// Whether `out` failed for want of a GPU adapter: a skip, unless CI is set (then a failure).
-fn no_adapter(out: &Output) -> bool {
-    let err = String::from_utf8_lossy(&out.stderr);
-    if !err.contains("no GPU adapter") {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set and no GPU adapter is usable, which fails the run: {err}"
-    );
-    eprintln!("SKIPPED (no GPU adapter; CI would fail here): {err}");
-    true
 }
 
 /// `onepath --json load ARGS`: the exit code and the JSON object (None if no adapter).

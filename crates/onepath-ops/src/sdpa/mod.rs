@@ -316,46 +316,33 @@ impl Sdpa {
         plan: &SdpaPlan,
         bufs: SdpaBuffers<'_>,
     ) -> Result<PreparedSdpa, OpError> {
-        plan.needs.check(&bufs)?;
+        let mut slot = None;
+        self.bind_kept(gpu, ws, plan, bufs, &mut slot)?;
+        let binding = slot.expect("bind_kept fills the slot");
         let mut passes = Vec::with_capacity(plan.waves.len());
-        for (wi, w) in plan.waves.iter().enumerate() {
-            let b = ws.wave_buffers(wi).ok_or_else(|| OpError::Param {
-                what: "SDPA plan",
-                value: format!("wave {wi}"),
-                why: "the workspace was not planned with this plan",
-            })?;
-            let (same, mixed) = if w.by_row {
-                (&self.row_same, &self.row_mixed)
-            } else {
-                (&self.chunk_same, &self.chunk_mixed)
-            };
-            let mut chunks = Vec::new();
-            for ((pipeline, (count, grid)), cu) in
-                [same, mixed].into_iter().zip(w.chunk).zip(&b.chunk_params)
-            {
-                if count == 0 {
-                    continue;
-                }
-                let bg = gpu.bind(
-                    pipeline,
-                    &[cu, bufs.q, bufs.k, bufs.v, &b.plan, &b.partials],
-                );
-                chunks.push(ChunkDispatch {
-                    pipeline: pipeline.clone(),
-                    bind: bg,
-                    grid,
-                    _params: cu.clone(),
-                });
-            }
-            let merge_bg = gpu.bind(
-                &self.merge,
-                &[&b.merge_params, &b.plan, &b.partials, bufs.out],
-            );
+        for (wi, (w, b)) in plan.waves.iter().zip(binding.waves).enumerate() {
+            let chunks = b
+                .chunk
+                .into_iter()
+                .zip(w.chunk)
+                .filter_map(|(c, (_, grid))| {
+                    c.map(|(pipeline, bind)| ChunkDispatch {
+                        pipeline,
+                        bind,
+                        grid,
+                    })
+                })
+                .collect();
+            let keep = ws.wave_buffers(wi).expect("bound above");
             passes.push(WavePass {
                 chunks,
-                merge_bg,
+                merge_bg: b.merge,
                 merge_grid: w.merge_grid,
-                _keep: [b.plan.clone(), b.partials.clone(), b.merge_params.clone()],
+                _keep: [
+                    keep.plan.clone(),
+                    keep.partials.clone(),
+                    keep.merge_params.clone(),
+                ],
             });
         }
         Ok(PreparedSdpa {
@@ -608,7 +595,6 @@ struct ChunkDispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind: wgpu::BindGroup,
     grid: (u32, u32),
-    _params: wgpu::Buffer,
 }
 
 impl ChunkDispatch {
