@@ -83,13 +83,17 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    /// Enough pages for `seqs` sequences of `len` positions.
+    /// Enough pages for `seqs` sequences of `len` positions, fed in steps of up to
+    /// `max_rows` (256) rows: a sliding layer holds at most the window plus one step's new
+    /// positions, over one more page where they straddle page boundaries.
     pub fn for_sequences(cfg: &Config, seqs: usize, len: usize) -> RunOptions {
         let page = onepath_ops::sdpa::PAGE_KEYS as usize;
+        let max_rows = 256;
         let full = seqs * len.div_ceil(page);
-        let sliding = seqs * (len.min(cfg.sliding_window + 2 * page).div_ceil(page) + 1);
+        let reach = len.min(cfg.sliding_window + max_rows);
+        let sliding = seqs * (reach.div_ceil(page) + 1);
         RunOptions {
-            max_rows: 256,
+            max_rows,
             pages: (full as u32, sliding as u32),
             kv_max_binding: None,
         }
@@ -272,5 +276,30 @@ impl Model {
             .map(|(k, v)| k.size() + v.size())
             .sum::<u64>();
         b + self.arena.as_ref().map_or(0, |a| a.bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pages `RunOptions::for_sequences` sizes are enough for its sequences fed in pieces
+    /// of `max_rows` rows and then decoded, for E2B's 512-position window.
+    #[test]
+    fn for_sequences_pages_suffice_for_long_prompts_in_pieces() {
+        let cfg = Config::from_json(&synthetic::Shape::e2b().config_json()).unwrap();
+        let (seqs, len) = (1, 4000);
+        let run = RunOptions::for_sequences(&cfg, seqs, len);
+        let w = cfg.sliding_window as u32;
+        let mut kv = kv::KvCache::new(run.pages, (u32::MAX, u32::MAX), w, [true, true]);
+        for s in 0..seqs as u64 {
+            let mut fed = 0;
+            while fed < len {
+                let n = (len - fed).min(if fed < 3000 { run.max_rows } else { 1 });
+                kv.reserve(s, n as u32).unwrap();
+                kv.advance(s, n as u32);
+                fed += n;
+            }
+        }
     }
 }
