@@ -229,7 +229,10 @@ impl Program {
                 mm(gpu, &layer.down, r, &a.act, &a.mlp)?,
             );
             let next = w.layers.get(l + 1).map(|n| (&n.input_norm, &a.x));
-            match &layer.ple {
+            // The block's last residual add (scaled by the layer scalar, fused with the next
+            // layer's input norm): after the per-layer-input block where there is one, else
+            // after the MLP.
+            let last = match &layer.ple {
                 Some((g, pr, norm)) => {
                     push(
                         &mut items,
@@ -262,36 +265,23 @@ impl Program {
                         "matmul: per-layer gate/proj",
                         mm(gpu, pr, r, &a.pa, &a.pp)?,
                     );
-                    push(
-                        &mut items,
-                        "norms + residual",
-                        Item::D(k.add_norm.prepare(
-                            gpu,
-                            (hid, r),
-                            (eps, layer.scalar),
-                            &a.pp,
-                            &a.h,
-                            norm,
-                            next,
-                        )?),
-                    );
+                    (&a.pp, norm)
                 }
-                None => {
-                    push(
-                        &mut items,
-                        "norms + residual",
-                        Item::D(k.add_norm.prepare(
-                            gpu,
-                            (hid, r),
-                            (eps, layer.scalar),
-                            &a.mlp,
-                            &a.h,
-                            &layer.post_ff_norm,
-                            next,
-                        )?),
-                    );
-                }
-            }
+                None => (&a.mlp, &layer.post_ff_norm),
+            };
+            push(
+                &mut items,
+                "norms + residual",
+                Item::D(k.add_norm.prepare(
+                    gpu,
+                    (hid, r),
+                    (eps, layer.scalar),
+                    last.0,
+                    &a.h,
+                    last.1,
+                    next,
+                )?),
+            );
         }
         // The logit rows, when the step asks for any.
         if ro > 0 {
