@@ -1,15 +1,17 @@
 //! `onepath generate` and `onepath logits`: a model directory, prompts, text.
 //!
-//! Several prompts run together: every step holds each unfinished sequence's next token (the
-//! first step their whole prompts), so the batch shrinks as sequences stop. A row's logits do
-//! not depend on the batch, so each prompt gets the tokens it would get alone; a seeded sample
-//! draws its random number from (seed, position) only, so sampling is batch-free too.
+//! Several prompts run together on the engine (continuous batching: prompts read in chunks
+//! beside running decodes, `--arrive-every K` admits the i-th prompt at step i*K). A row's
+//! logits do not depend on the batch, so each prompt gets the tokens it would get alone; a
+//! seeded sample draws its random number from (seed, position) only, so sampling is
+//! batch-free too.
 
 use crate::{Source, model_source};
 use indicatif::{ProgressBar, ProgressStyle};
+use onepath_engine::{Engine, EngineConfig, Event, FinishReason, Request, RequestId};
 use onepath_gpu::Gpu;
 use onepath_model::{LoadOptions, Logits, Model, RunOptions, SeqInput, open_checkpoint, shipped};
-use onepath_text::{ChatMessage, SamplingParams, StreamDecoder, Tokenizer};
+use onepath_text::{ChatMessage, SamplingParams, Tokenizer};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,8 @@ pub struct GenArgs {
     pub max_new_tokens: usize,
     pub sampling: SamplingParams,
     pub quantize: Option<u32>,
+    /// The i-th prompt joins the running batch at decode step `i * arrive_every`.
+    pub arrive_every: u64,
 }
 
 /// The model's tokenizer: the shipped one, or the directory's `tokenizer.json` if it has one.
@@ -107,18 +111,7 @@ fn encode(prompts: &[Prompt], tok: Option<&Tokenizer>, chat: bool) -> R<Vec<Vec<
         .collect()
 }
 
-/// The ids that end a sequence: the config's eos ids and the tokenizer's end of turn.
-fn stop_ids(m: &Model, tok: Option<&Tokenizer>) -> Vec<u32> {
-    let mut ids = m.config.eos.clone();
-    if let Some(t) = tok {
-        ids.extend(t.special().stop_ids());
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
-pub fn generate(gpu: &Gpu, a: &GenArgs, as_json: bool) -> R<ExitCode> {
+pub fn generate(gpu: Gpu, a: &GenArgs, as_json: bool) -> R<ExitCode> {
     if a.prompts.is_empty() {
         return Err("give at least one --prompt TEXT or --tokens ID,ID,...".into());
     }
@@ -145,26 +138,26 @@ pub fn generate(gpu: &Gpu, a: &GenArgs, as_json: bool) -> R<ExitCode> {
     }
     let n = prompts.len();
     let len = prompts.iter().map(Vec::len).max().unwrap_or(0) + a.max_new_tokens;
-    let mut model = load(gpu, &src, a.quantize, n, len, as_json)?;
-    let m = &mut model;
-    let stops = stop_ids(m, tok.as_ref());
-    let tok = tok.as_ref();
+    let model = load(&gpu, &src, a.quantize, n, len, as_json)?;
+    let decode_tok = tok.clone();
+    let cfg = EngineConfig {
+        max_running: n.clamp(1, 256),
+        step_tokens: n.clamp(512, 4096),
+        max_waiting: n,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(gpu, model, tok, cfg)?;
     let stream = !as_json && n == 1;
-    let mut decoder: Option<StreamDecoder> = tok.map(|t| t.stream_decoder(true));
-    let outs = run_batch(gpu, m, &prompts, a, &stops, &mut |i, id| {
-        if stream && let Some(d) = decoder.as_mut() {
-            let piece = d.step(id).unwrap_or_default();
-            print!("{piece}");
+    let outs = run_engine(&mut engine, &prompts, a, &mut |_, text| {
+        if stream {
+            print!("{text}");
             let _ = std::io::stdout().flush();
         }
-        let _ = i;
     })?;
     if stream {
-        if let Some(d) = decoder.as_mut() {
-            print!("{}", d.flush().unwrap_or_default());
-        }
         println!();
     }
+    let tok = decode_tok.as_ref();
     let texts: Vec<Option<String>> = outs
         .iter()
         .map(|o| tok.and_then(|t| t.decode_with(o, true).ok()))
@@ -199,60 +192,49 @@ fn read_config(src: &Source) -> R<String> {
     std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()).into())
 }
 
-/// Generates up to `max_new_tokens` for every prompt (sequence ids 0..n), batched; `emit(i,
-/// id)` sees each new token as it comes. Returns the new tokens of each prompt (stop token
-/// excluded).
-pub fn run_batch(
-    gpu: &Gpu,
-    m: &mut Model,
+/// Generates up to `max_new_tokens` for every prompt on the engine, the i-th prompt arriving
+/// at step `i * arrive_every`; `emit(i, text)` sees each piece of text as it comes. Returns the
+/// new tokens of each prompt (a stop token excluded).
+pub fn run_engine(
+    engine: &mut Engine,
     prompts: &[Vec<u32>],
     a: &GenArgs,
-    stops: &[u32],
-    emit: &mut dyn FnMut(usize, u32),
+    emit: &mut dyn FnMut(usize, &str),
 ) -> R<Vec<Vec<u32>>> {
     let n = prompts.len();
     let mut outs: Vec<Vec<u32>> = vec![Vec::new(); n];
-    let mut next: Vec<Option<SeqInput>> = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            Some(SeqInput {
-                seq: i as u64,
-                pos: 0,
-                tokens: p.clone(),
-                logits: Logits::Last,
-            })
-        })
-        .collect();
     if a.max_new_tokens == 0 {
         return Ok(outs);
     }
-    let greedy = a.sampling.is_greedy();
-    loop {
-        let inputs: Vec<SeqInput> = next.iter().flatten().cloned().collect();
-        if inputs.is_empty() {
-            break;
-        }
-        let out = pollster::block_on(m.step(gpu, &inputs, !greedy))?;
-        for row in out.rows {
-            let i = row.seq as usize;
-            let id = match &row.logits {
-                Some(l) if !greedy => onepath_text::sample(l, &a.sampling, u64::from(row.pos) + 1)?,
-                _ => row.greedy,
-            };
-            let done = stops.contains(&id) || outs[i].len() + 1 >= a.max_new_tokens;
-            if !stops.contains(&id) {
-                outs[i].push(id);
-                emit(i, id);
-            }
-            if done {
-                next[i] = None;
-                m.free(row.seq);
-            } else if let Some(s) = next[i].as_mut() {
-                s.pos = row.pos + 1;
-                s.tokens = vec![id];
+    let mut ids: Vec<Option<RequestId>> = vec![None; n];
+    let mut done = 0;
+    let mut step = 0u64;
+    while done < n {
+        for (i, p) in prompts.iter().enumerate() {
+            if ids[i].is_none() && step >= i as u64 * a.arrive_every {
+                let mut req = Request::greedy(p.clone(), a.max_new_tokens);
+                req.sampling = a.sampling;
+                ids[i] = Some(engine.add(req)?);
             }
         }
+        let index = |id: RequestId| ids.iter().position(|x| *x == Some(id));
+        for ev in pollster::block_on(engine.step()) {
+            let Some(i) = index(ev.id()) else { continue };
+            match ev {
+                Event::Token { token, text, .. } => {
+                    outs[i].push(token);
+                    emit(i, &text);
+                }
+                Event::Finished { reason, text, .. } => {
+                    emit(i, &text);
+                    done += 1;
+                    if let FinishReason::Error(e) = reason {
+                        return Err(format!("prompt {i}: {e}").into());
+                    }
+                }
+            }
+        }
+        step += 1;
     }
     Ok(outs)
 }

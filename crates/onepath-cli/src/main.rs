@@ -73,6 +73,10 @@ enum Command {
         /// Quantize float linears at load time (4 or 8 bits, MLX's rule, group 64).
         #[arg(long)]
         quantize: Option<u32>,
+        /// Admit the i-th prompt at decode step i*K instead of all at once (continuous
+        /// batching; the outputs stay the same).
+        #[arg(long, default_value_t = 0)]
+        arrive_every: u64,
     },
     /// One full-sequence forward: the soft-capped f32 logits of every position, written as
     /// tensor `logits` [T, vocab] of a safetensors file.
@@ -330,8 +334,9 @@ fn run(cli: Cli, prompts: Vec<generate::Prompt>) -> Result<ExitCode, Box<dyn std
             top_p,
             seed,
             quantize,
+            arrive_every,
         } => generate::generate(
-            &gpu,
+            gpu,
             &generate::GenArgs {
                 model,
                 prompts,
@@ -344,6 +349,7 @@ fn run(cli: Cli, prompts: Vec<generate::Prompt>) -> Result<ExitCode, Box<dyn std
                     seed,
                 },
                 quantize,
+                arrive_every,
             },
             cli.json,
         ),

@@ -123,6 +123,31 @@ fn seeded_sampling_in_a_batch_equals_the_same_request_alone() {
 }
 
 #[test]
+fn staggered_arrivals_on_the_engine_equal_solo_runs() {
+    let model = fixture("b-q4");
+    let m = model.to_str().unwrap();
+    let prompts = ["2,7", "2,40,41,42,43,44,45,46,47,48,49,50", "2,9,9,9,9"];
+    let max = ["--max-new-tokens", "10"];
+    let mut solo = Vec::new();
+    for p in prompts {
+        let Some(v) = generate(&[&["--model", m, "--tokens", p], &max[..]].concat()) else {
+            return;
+        };
+        solo.push(tokens(&v, 0));
+    }
+    for k in ["0", "1", "3"] {
+        let mut args = vec!["--model", m, "--arrive-every", k];
+        for p in prompts {
+            args.extend(["--tokens", p]);
+        }
+        let v = generate(&[&args[..], &max[..]].concat()).unwrap();
+        for (i, want) in solo.iter().enumerate() {
+            assert_eq!(&tokens(&v, i), want, "--arrive-every {k}: prompt {i}");
+        }
+    }
+}
+
+#[test]
 fn logits_writes_every_positions_soft_capped_logits() {
     let (p, _) = reference("a-f32", 2);
     let out =

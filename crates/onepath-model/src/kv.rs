@@ -13,24 +13,29 @@
 
 use crate::ModelError;
 use crate::config::Kind;
-use onepath_ops::sdpa::PAGE_KEYS;
-use std::collections::HashMap;
+pub use onepath_ops::sdpa::PAGE_KEYS;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 /// A page that was freed (below a sliding window); never read.
 pub const FREED: u32 = u32::MAX;
 
-/// Free pages of one buffer, handed out lowest first (so a run is reproducible).
+/// Pages of one buffer with their reference counts, handed out lowest first (so a run is
+/// reproducible). A page is shared when several sequences (or the engine's prefix cache) hold
+/// it; it returns to the free list when the last holder lets go.
 #[derive(Clone, Debug)]
 pub struct PagePool {
-    free: Vec<u32>,
+    free: BinaryHeap<Reverse<u32>>,
+    refs: Vec<u32>,
     total: u32,
 }
 
 impl PagePool {
     pub fn new(total: u32) -> PagePool {
         PagePool {
-            free: (0..total).rev().collect(),
+            free: (0..total).map(Reverse).collect(),
+            refs: vec![0; total as usize],
             total,
         }
     }
@@ -43,14 +48,31 @@ impl PagePool {
         self.free.len()
     }
 
-    fn take(&mut self) -> Option<u32> {
-        self.free.pop()
+    /// Holders of page `p` (0: free).
+    pub fn refs(&self, p: u32) -> u32 {
+        self.refs.get(p as usize).copied().unwrap_or(0)
     }
 
+    fn take(&mut self) -> Option<u32> {
+        let Reverse(p) = self.free.pop()?;
+        self.refs[p as usize] = 1;
+        Some(p)
+    }
+
+    /// One more holder of a page in use.
+    fn retain(&mut self, p: u32) {
+        debug_assert!(self.refs[p as usize] > 0, "retain of free page {p}");
+        self.refs[p as usize] += 1;
+    }
+
+    /// One holder fewer; the last one frees the page.
     fn give(&mut self, p: u32) {
-        self.free.push(p);
-        // Lowest first: keep the stack sorted descending (pools are small).
-        self.free.sort_unstable_by(|a, b| b.cmp(a));
+        let r = &mut self.refs[p as usize];
+        debug_assert!(*r > 0, "page {p} freed twice");
+        *r = r.saturating_sub(1);
+        if *r == 0 {
+            self.free.push(Reverse(p));
+        }
     }
 }
 
@@ -232,6 +254,89 @@ impl KvCache {
         }
     }
 
+    /// Starts `seq` on pages other holders already filled: `len` positions whose pages are
+    /// `full` and `sliding` (`FREED` where a sliding page is out of every later query's reach)
+    /// in buffers `buffer`. Each page gains a holder; pages the window no longer reaches are
+    /// let go at once. Error if `seq` exists or a table does not cover `len`.
+    pub fn adopt(
+        &mut self,
+        seq: u64,
+        buffer: (u32, u32),
+        full: &[u32],
+        sliding: &[u32],
+        len: u32,
+    ) -> Result<(), ModelError> {
+        let pages = len.div_ceil(PAGE_KEYS) as usize;
+        let covers = |uses: bool, t: &[u32]| if uses { t.len() == pages } else { t.is_empty() };
+        if self.seqs.contains_key(&seq)
+            || !covers(self.uses[0], full)
+            || !covers(self.uses[1], sliding)
+        {
+            return Err(ModelError::Step(format!(
+                "cannot adopt {len} cached positions for sequence {seq}: it exists, or the page \
+                 tables ({} full, {} sliding) do not cover them",
+                full.len(),
+                sliding.len()
+            )));
+        }
+        let first_needed = (len + 1).saturating_sub(self.window) / PAGE_KEYS;
+        for (i, &p) in sliding.iter().enumerate() {
+            if p == FREED && i as u32 >= first_needed {
+                return Err(ModelError::Step(format!(
+                    "sequence {seq} would adopt a freed sliding page ({i}) its next query reads"
+                )));
+            }
+        }
+        for &p in full {
+            self.full.buffers[buffer.0 as usize].retain(p);
+        }
+        for &p in sliding.iter().filter(|&&p| p != FREED) {
+            self.sliding.buffers[buffer.1 as usize].retain(p);
+        }
+        self.seqs.insert(
+            seq,
+            SeqCache {
+                len: 0,
+                full: full.to_vec(),
+                sliding: sliding.to_vec(),
+                buffer,
+            },
+        );
+        self.advance(seq, len);
+        Ok(())
+    }
+
+    /// One more holder of a page (the engine's prefix cache keeping a finished page).
+    pub fn retain(&mut self, kind: Kind, buffer: u32, page: u32) {
+        let pools = match kind {
+            Kind::Full => &mut self.full,
+            Kind::Sliding => &mut self.sliding,
+        };
+        pools.buffers[buffer as usize].retain(page);
+    }
+
+    /// One holder fewer of a page (freed with its last holder).
+    pub fn release(&mut self, kind: Kind, buffer: u32, page: u32) {
+        let pools = match kind {
+            Kind::Full => &mut self.full,
+            Kind::Sliding => &mut self.sliding,
+        };
+        pools.buffers[buffer as usize].give(page);
+    }
+
+    /// Whether the model has layers of `kind`.
+    pub fn uses(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Full => self.uses[0],
+            Kind::Sliding => self.uses[1],
+        }
+    }
+
+    /// The sliding window (positions).
+    pub fn window(&self) -> u32 {
+        self.window
+    }
+
     /// Frees every page of `seq`.
     pub fn remove(&mut self, seq: u64) {
         if let Some(s) = self.seqs.remove(&seq) {
@@ -307,5 +412,32 @@ mod tests {
         assert!(e.to_string().contains("0 free"), "{e}");
         c.remove(1);
         assert_eq!(c.full.buffers[0].free_pages(), 3);
+    }
+
+    #[test]
+    fn adopted_pages_are_freed_by_their_last_holder() {
+        let mut c = KvCache::new((8, 8), (8, 8), 200, [true, true]);
+        c.reserve(1, 192).unwrap();
+        c.advance(1, 192);
+        let (full, sliding) = (c.seqs[&1].full.clone(), c.seqs[&1].sliding.clone());
+        // Sequence 2 starts on sequence 1's first two pages (128 positions).
+        c.adopt(2, (0, 0), &full[..2], &sliding[..2], 128).unwrap();
+        // Its next query (position 128) reads every earlier key: both sliding pages stay.
+        assert_eq!(c.slot(2, Kind::Full, 5), c.slot(1, Kind::Full, 5));
+        assert_eq!(c.full.free_pages(), 8 - 3);
+        c.remove(1);
+        assert_eq!(
+            c.full.free_pages(),
+            8 - 2,
+            "shared pages stay while 2 holds them"
+        );
+        c.reserve(2, 1).unwrap();
+        c.advance(2, 1);
+        c.remove(2);
+        assert_eq!((c.full.free_pages(), c.sliding.free_pages()), (8, 8));
+        assert!(
+            c.adopt(3, (0, 0), &full[..1], &sliding[..1], 100).is_err(),
+            "table short"
+        );
     }
 }

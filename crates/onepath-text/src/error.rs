@@ -90,6 +90,14 @@ pub enum SampleError {
         /// The token whose logit is +infinity.
         token: u32,
     },
+    /// A token id beyond the logits.
+    #[error("token id {id} is outside the {vocab} logits")]
+    TokenOutOfRange {
+        /// The id asked for.
+        id: u32,
+        /// How many logits there are.
+        vocab: usize,
+    },
     /// Every logit is -infinity: no token can be chosen.
     #[error("every logit is -infinity{}: no token can be chosen", at(*position))]
     AllMasked {

@@ -25,6 +25,8 @@ mod tokenizer;
 
 pub use chat::{ChatMessage, ChatStyle, Role};
 pub use error::{Result, SampleError, TextError};
-pub use sampling::{SamplingParams, greedy, random_bits, sample, top_logprobs, uniform};
+pub use sampling::{
+    SamplingParams, greedy, random_bits, sample, token_logprob, top_logprobs, uniform,
+};
 pub use stop::{StopChecker, StopReason, StopStep};
 pub use tokenizer::{SpecialTokens, StreamDecoder, Tokenizer};

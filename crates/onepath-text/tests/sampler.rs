@@ -4,7 +4,9 @@
 mod common;
 
 use common::Rng;
-use onepath_text::{SampleError, SamplingParams, greedy, sample, top_logprobs, uniform};
+use onepath_text::{
+    SampleError, SamplingParams, greedy, sample, token_logprob, top_logprobs, uniform,
+};
 
 fn params(temperature: f32, top_k: Option<usize>, top_p: Option<f32>, seed: u64) -> SamplingParams {
     SamplingParams {
@@ -377,6 +379,26 @@ fn top_logprobs_against_naive_log_softmax() {
     let want0 = -(1.0 + (-1.0f64).exp()).ln();
     assert!((got[0].1 - want0).abs() < 1e-12);
     assert!((got[1].1 - (want0 - 1.0)).abs() < 1e-12);
+}
+
+#[test]
+fn token_logprob_equals_top_logprobs_bits_and_checks_the_id() {
+    let logits = [1.0f32, 3.0, -0.0, 2.0, f32::NEG_INFINITY];
+    for (id, v) in top_logprobs(&logits, 5).unwrap() {
+        assert_eq!(
+            token_logprob(&logits, id).unwrap().to_bits(),
+            v.to_bits(),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        token_logprob(&logits, 5),
+        Err(SampleError::TokenOutOfRange { id: 5, vocab: 5 })
+    );
+    assert!(matches!(
+        token_logprob(&[f32::NAN], 0),
+        Err(SampleError::NanLogit { .. })
+    ));
 }
 
 #[test]
