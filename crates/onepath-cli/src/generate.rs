@@ -183,6 +183,11 @@ pub fn generate(gpu: Gpu, a: &GenArgs, as_json: bool) -> R<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The model's context (positions).
+pub fn context_of(src: &Source) -> R<usize> {
+    Ok(onepath_model::Config::from_json(&read_config(src)?)?.max_positions)
+}
+
 fn read_config(src: &Source) -> R<String> {
     let dir = match src {
         Source::Shipped => return Ok(shipped::CONFIG.to_string()),

@@ -9,6 +9,7 @@ mod bench_step;
 mod generate;
 mod load;
 mod parity;
+mod serve;
 mod util;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -78,6 +79,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         arrive_every: u64,
     },
+    /// Serve a model over an OpenAI-compatible HTTP API (continuous batching; every request
+    /// gets the answer it would get alone).
+    Serve(serve::ServeArgs),
     /// One full-sequence forward: the soft-capped f32 logits of every position, written as
     /// tensor `logits` [T, vocab] of a safetensors file.
     Logits {
@@ -229,9 +233,13 @@ enum BenchWhat {
 }
 
 fn main() -> ExitCode {
-    restore_sigpipe();
     quiet_mesa();
     let matches = Cli::command().get_matches();
+    // A server must outlive clients that hang up; every other command dies quietly when its
+    // output pipe closes (`onepath ... | head`).
+    if !matches!(matches.subcommand(), Some(("serve", _))) {
+        restore_sigpipe();
+    }
     let prompts = prompt_order(&matches);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
@@ -353,6 +361,7 @@ fn run(cli: Cli, prompts: Vec<generate::Prompt>) -> Result<ExitCode, Box<dyn std
             },
             cli.json,
         ),
+        Command::Serve(args) => serve::serve(gpu, &args, cli.json),
         Command::Logits { model, tokens, out } => {
             generate::logits(&gpu, model.as_deref(), &tokens, &out, cli.json)
         }
