@@ -29,7 +29,7 @@ const WG: u32 = 256u;            // invocations (WebGPU's default maximum)
 const NONE: u32 = 0xffffffffu;
 const PAGE: u32 = 64u;          // keys per KV-cache page (a multiple of the 32-key K block)
 const GROUP_WORDS: u32 = 40u;    // words of a group record in `plan`
-const LOWEST: f32 = -3.4028235e38;
+const LOWEST: f32 = -0x1.fffffep+127f; // -f32::MAX, exact (Tint rejects -3.4028235e38: it rounds past the range)
 // vec4 offsets inside the workgroup union `u` for the small per-chunk values.
 const RED: u32 = 0u;             // 256 + 64 partial maxima or sums (vec4: rows 0-3 | 4-7)
 const RMAX: u32 = 320u;          // row maxima, 2 vec4

@@ -20,7 +20,7 @@ const ROWS: u32 = 8u;
 const WG: u32 = 256u;
 const NONE: u32 = 0xffffffffu;
 const PAGE: u32 = 64u;          // keys per KV-cache page (a multiple of the 32-key K block)
-const LOWEST: f32 = -3.4028235e38;
+const LOWEST: f32 = -0x1.fffffep+127f; // -f32::MAX, exact (Tint rejects -3.4028235e38: it rounds past the range)
 const GROUP_WORDS: u32 = 40u;
 
 // The same parameter block and plan as sdpa_chunk.wgsl; `n_items` counts (group, chunk) items

@@ -6,6 +6,7 @@ mod bench_decode;
 mod bench_dispatch;
 mod bench_qmm;
 mod bench_step;
+mod crosscheck;
 mod generate;
 mod load;
 mod parity;
@@ -104,6 +105,28 @@ enum Command {
     },
     /// Print the adapter and the features onepath uses.
     Info,
+    /// Run the same prompts on every backend this machine reaches (Vulkan, GL, ...) and
+    /// report per pair: greedy tokens equal (first differing step), share of logit positions
+    /// bitwise equal, max |difference|. Exits 1 if greedy tokens differ.
+    Crosscheck {
+        /// Model directory; default: kjv-tiny, the model that ships with onepath.
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// A prompt as token ids (repeatable). Default: the directory's reference.safetensors
+        /// prompts, else a few texts through its tokenizer.
+        #[arg(long)]
+        tokens: Vec<String>,
+        /// Greedy steps per prompt (stop tokens ignored).
+        #[arg(long, default_value_t = 16)]
+        max_new_tokens: usize,
+        /// Backends to try (comma-separated); default: every native one of this OS.
+        #[arg(long, value_delimiter = ',')]
+        backends: Vec<BackendChoice>,
+        /// Logits the browser computed (web/test-output/browser-logits.safetensors): compared
+        /// with every backend's logits of the same tokens.
+        #[arg(long)]
+        browser_logits: Option<std::path::PathBuf>,
+    },
     /// Open a checkpoint (a .safetensors file, or a directory with model.safetensors or a
     /// sharded index, and config.json), put every linear layer on the GPU and check one call of
     /// each against an f64 reference and, bit for bit, rows of a batch against the same rows
@@ -331,6 +354,27 @@ fn run(cli: Cli, prompts: Vec<generate::Prompt>) -> Result<ExitCode, Box<dyn std
             Ok(ExitCode::SUCCESS)
         }
         Command::Parity => parity::run(&gpu, cli.json),
+        Command::Crosscheck {
+            model,
+            tokens,
+            max_new_tokens,
+            backends,
+            browser_logits,
+        } => crosscheck::run(
+            &crosscheck::CrossArgs {
+                model,
+                prompts: crosscheck::parse_prompts(&tokens)?,
+                max_new_tokens,
+                backends: if backends.is_empty() {
+                    crosscheck::default_backends()
+                } else {
+                    backends
+                },
+                browser_logits,
+                shader_checks: cli.shader_checks,
+            },
+            cli.json,
+        ),
         Command::Generate {
             model,
             prompt: _,

@@ -204,7 +204,32 @@ impl Gpu {
         Ok(())
     }
 
-    /// Waits until the queue is idle (native); a no-op on wasm, where the browser drives work.
+    /// Waits until every submitted command buffer has finished, on native and on wasm: the
+    /// browser's queue reports it through `onSubmittedWorkDone`, awaited here, so the page's
+    /// event loop keeps running meanwhile. Use this (or a buffer map) on wasm wherever the
+    /// GPU's work must be done before going on; [`Gpu::wait_idle`] cannot block there.
+    pub async fn idle(&self) -> Result<(), GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.wait_idle()?;
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            self.queue.on_submitted_work_done(move || {
+                // The receiver only goes away if the caller dropped the future.
+                let _ = tx.send(());
+            });
+            rx.await.map_err(|_| GpuError::Device {
+                what: "waiting for the queue".into(),
+                message: "the device was lost before the submitted work finished".into(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the queue is idle on native. On wasm a synchronous wait is impossible (the
+    /// browser runs the GPU's callbacks on the page's own event loop), so this returns at once
+    /// there: results are read through mapped buffers, whose maps are awaited, and code that
+    /// must wait without reading anything awaits [`Gpu::idle`].
     pub fn wait_idle(&self) -> Result<(), GpuError> {
         #[cfg(not(target_arch = "wasm32"))]
         self.device

@@ -375,7 +375,8 @@ impl Model {
                 });
             }
         } else {
-            gpu.wait_idle()?;
+            // Awaited, so the browser's event loop runs while the GPU works.
+            gpu.idle().await?;
         }
         let t_done = clock(on);
         if let (Some(p), Some(t0), Some(t1), Some(t2), Some(t3), Some(t4)) =
