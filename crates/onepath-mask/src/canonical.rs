@@ -83,7 +83,8 @@ impl CanonicalMask {
 
 /// Turns any supported mask description into its canonical form.
 ///
-/// Checks, in this order: the attention shape (no zero-size dimension, `Tkv <= u32::MAX`), the
+/// Checks, in this order: the attention shape (no zero-size dimension, `Tkv <= u32::MAX`,
+/// `B * H * Tq <= u32::MAX` rows), the
 /// key ranges (`key_lo` / `key_hi` lengths equal `B`, `lo <= hi <= Tkv`), then the mask
 /// (causal needs `Tq <= Tkv` and a window >= 1; explicit masks must broadcast, have the right
 /// data length and, for additive masks, hold only 0, -inf or the dtype's most negative finite
@@ -98,12 +99,17 @@ pub fn canonicalize(shape: &MaskShape, desc: &MaskDesc) -> Result<CanonicalMask,
         shape: s,
         reason: "kv_len exceeds u32::MAX keys",
     })?;
+    // Checked before anything is allocated: the rows are stored, one key set each, and an
+    // attention call addresses its rows with 32-bit offsets.
+    s.batch
+        .checked_mul(s.heads)
+        .and_then(|n| n.checked_mul(s.q_len))
+        .filter(|&n| n <= u32::MAX as usize)
+        .ok_or(MaskError::TooLarge {
+            shape: s,
+            reason: "batch * heads * q_len exceeds u32::MAX query rows",
+        })?;
     let ranges = key_ranges(&s, kv_len, desc)?;
-    let too_many_rows = MaskError::TooLarge {
-        shape: s,
-        reason: "batch * heads * q_len overflows usize",
-    };
-    let per_head = s.batch.checked_mul(s.q_len).ok_or(too_many_rows.clone())?;
 
     match desc.kind {
         MaskKind::None => Ok(build(s, 1, |b, _, _| {
@@ -133,16 +139,10 @@ pub fn canonicalize(shape: &MaskShape, desc: &MaskDesc) -> Result<CanonicalMask,
         }
         MaskKind::Bool(m) => {
             let bc = Broadcast::new(m.shape, &s, m.data.len())?;
-            if bc.has_heads() {
-                per_head.checked_mul(s.heads).ok_or(too_many_rows)?;
-            }
             Ok(explicit(s, &bc, &ranges, m.data, |&v| v))
         }
         MaskKind::Additive(m) => {
             let bc = Broadcast::new(m.shape, &s, m.data.len())?;
-            if bc.has_heads() {
-                per_head.checked_mul(s.heads).ok_or(too_many_rows)?;
-            }
             validate_additive(&m)?;
             Ok(explicit(s, &bc, &ranges, m.data, |&v| v == 0.0))
         }

@@ -14,7 +14,7 @@ pub enum MaskError {
         /// The offending shape.
         shape: MaskShape,
     },
-    /// `Tkv` does not fit the u32 key indices, or `B * H * Tq` rows overflow `usize`.
+    /// `Tkv` does not fit the u32 key indices, or the `B * H * Tq` rows exceed `u32::MAX`.
     #[error("attention shape {shape} is too large: {reason}")]
     TooLarge {
         /// The offending shape.
@@ -110,6 +110,14 @@ pub enum MaskError {
         q_len: usize,
         /// `Tkv`.
         kv_len: usize,
+    },
+    /// A hand-made [`crate::KeySet`] that breaks its invariants (see [`crate::KeySet::check`]).
+    #[error("key set {keys} is invalid: {reason}")]
+    InvalidKeySet {
+        /// The set, summarised (a dense set's words are counted, not printed).
+        keys: String,
+        /// Which invariant it breaks, with the offending values.
+        reason: String,
     },
     /// A sliding window of zero keys (a query must at least see itself).
     #[error("causal window must be >= 1 (the query's own position is inside the window), got 0")]

@@ -1,5 +1,7 @@
 //! [`KeySet`]: the canonical set of keys one query row attends.
 
+use crate::MaskError;
+
 /// Which keys one query row attends, in canonical form.
 ///
 /// Keys are indices into that batch entry's `Tkv` keys. The representation is unique: two key
@@ -86,7 +88,8 @@ impl KeySet {
                     return false;
                 }
                 let k = (j - lo) as usize;
-                bits[k / 64] >> (k % 64) & 1 == 1
+                // `get`: a hand-made set whose words are short selects nothing past them.
+                bits.get(k / 64).is_some_and(|w| w >> (k % 64) & 1 == 1)
             }
         }
     }
@@ -163,25 +166,76 @@ impl KeySet {
 
     /// Checks every canonical-form invariant documented on the variants.
     pub fn is_canonical(&self) -> bool {
+        self.check_canonical().is_ok()
+    }
+
+    /// Checks that the kernels can take this set: `lo <= hi` for a span (an empty span
+    /// `lo == hi` is accepted, whatever `lo`), and for a dense set every invariant documented
+    /// on [`KeySet::Dense`] (its bit words cover exactly its span, the first and last key are
+    /// selected, nothing is set past `hi`, and it is not contiguous). O(words); the error names
+    /// the set and what is wrong.
+    pub fn check(&self) -> Result<(), MaskError> {
         match self {
-            KeySet::Span { lo, hi } => lo < hi || (*lo == 0 && *hi == 0),
+            KeySet::Span { lo, hi } if lo > hi => Err(self.invalid(format!("lo {lo} > hi {hi}"))),
+            KeySet::Span { .. } => Ok(()),
+            KeySet::Dense { .. } => self.check_canonical(),
+        }
+    }
+
+    /// [`KeySet::check`], plus the canonical empty span (`lo == hi` only as `0, 0`).
+    pub fn check_canonical(&self) -> Result<(), MaskError> {
+        match self {
+            KeySet::Span { lo, hi } if lo > hi => Err(self.invalid(format!("lo {lo} > hi {hi}"))),
+            KeySet::Span { lo, hi } if lo == hi && *lo != 0 => Err(self.invalid(format!(
+                "an empty span is written lo = hi = 0, not lo = hi = {lo}"
+            ))),
+            KeySet::Span { .. } => Ok(()),
             KeySet::Dense { lo, hi, bits } => {
-                if lo >= hi || bits.len() != words_for(hi - lo) {
-                    return false;
+                if lo >= hi {
+                    return Err(
+                        self.invalid(format!("a dense set needs lo < hi, got lo {lo}, hi {hi}"))
+                    );
                 }
                 let n = (hi - lo) as usize;
-                let tail_clean = match n % 64 {
-                    0 => true,
-                    r => bits[n / 64] >> r == 0,
-                };
+                let need = words_for(hi - lo);
+                if bits.len() != need {
+                    return Err(self.invalid(format!(
+                        "{} bit words cover {} keys, but its span [{lo}, {hi}) has {n} keys \
+                         ({need} words)",
+                        bits.len(),
+                        bits.len() * 64
+                    )));
+                }
+                if !n.is_multiple_of(64) && bits[n / 64] >> (n % 64) != 0 {
+                    return Err(self.invalid(format!("bits are set at or past hi {hi}")));
+                }
+                if bits[0] & 1 == 0 {
+                    return Err(self.invalid(format!("key lo {lo} is not selected")));
+                }
                 let last = n - 1;
-                let contiguous = (0..n).all(|k| bits[k / 64] >> (k % 64) & 1 == 1);
-                tail_clean
-                    && bits[0] & 1 == 1
-                    && bits[last / 64] >> (last % 64) & 1 == 1
-                    && !contiguous
+                if bits[last / 64] >> (last % 64) & 1 == 0 {
+                    return Err(self.invalid(format!("key hi - 1 = {} is not selected", hi - 1)));
+                }
+                let full = bits[..n / 64].iter().all(|&w| w == u64::MAX)
+                    && (n.is_multiple_of(64) || bits[n / 64] == (1u64 << (n % 64)) - 1);
+                if full {
+                    return Err(self.invalid(format!(
+                        "every key of [{lo}, {hi}) is selected: a contiguous set is a Span"
+                    )));
+                }
+                Ok(())
             }
         }
+    }
+
+    fn invalid(&self, reason: String) -> MaskError {
+        let keys = match self {
+            KeySet::Span { lo, hi } => format!("Span {{ lo: {lo}, hi: {hi} }}"),
+            KeySet::Dense { lo, hi, bits } => {
+                format!("Dense {{ lo: {lo}, hi: {hi}, {} bit words }}", bits.len())
+            }
+        };
+        MaskError::InvalidKeySet { keys, reason }
     }
 }
 
@@ -304,6 +358,72 @@ mod tests {
             assert_eq!((ks.lo(), ks.hi()), (10, 10 + n));
             for j in 0..300 {
                 assert_eq!(ks.contains(j), f(j));
+            }
+        }
+    }
+
+    #[test]
+    fn check_names_what_is_wrong() {
+        let err = |k: KeySet| k.check().unwrap_err().to_string();
+        let e = err(KeySet::Span { lo: 5, hi: 3 });
+        assert!(
+            e.contains("Span { lo: 5, hi: 3 }") && e.contains("lo 5 > hi 3"),
+            "{e}"
+        );
+        // 64 keys of bits for a 290-key span.
+        let short = KeySet::Dense {
+            lo: 0,
+            hi: 290,
+            bits: vec![0b101],
+        };
+        let e = err(short);
+        assert!(
+            e.contains("1 bit words cover 64 keys") && e.contains("290 keys"),
+            "{e}"
+        );
+        let tail = KeySet::Dense {
+            lo: 0,
+            hi: 3,
+            bits: vec![0b1101],
+        };
+        assert!(err(tail).contains("past hi 3"));
+        let contiguous = KeySet::Dense {
+            lo: 0,
+            hi: 64,
+            bits: vec![u64::MAX],
+        };
+        assert!(err(contiguous).contains("contiguous"));
+        assert!(
+            err(KeySet::Dense {
+                lo: 0,
+                hi: 3,
+                bits: vec![0b110]
+            })
+            .contains("key lo 0")
+        );
+        // An empty span anywhere passes `check` but is not canonical.
+        assert!(KeySet::Span { lo: 7, hi: 7 }.check().is_ok());
+        assert!(KeySet::Span { lo: 7, hi: 7 }.check_canonical().is_err());
+        assert!(
+            !KeySet::Dense {
+                lo: 0,
+                hi: 290,
+                bits: vec![1]
+            }
+            .contains(200)
+        );
+    }
+
+    #[test]
+    fn check_agrees_with_the_constructors() {
+        for n in [2u32, 63, 64, 65, 127, 128, 129, 300] {
+            for f in [
+                |j: u32| j.is_multiple_of(2),
+                |j: u32| j % 7 != 3,
+                |j: u32| j < 5 || j % 64 == 63,
+            ] {
+                let ks = KeySet::from_predicate(n, f);
+                assert!(ks.check_canonical().is_ok(), "{ks:?}");
             }
         }
     }

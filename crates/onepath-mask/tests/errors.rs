@@ -290,3 +290,24 @@ fn empty_attention() {
         assert!(e.to_string().contains("empty attention"));
     }
 }
+
+/// A shape of more than u32::MAX query rows is refused before anything is allocated (it used
+/// to reserve one key set per row: a huge allocation from a four-number input).
+#[test]
+fn more_rows_than_32_bits_is_too_large() {
+    for s in [
+        shape(1 << 40, 1, 1, 8),
+        shape(1, 1 << 20, 1 << 20, 8),
+        shape(1_000_000, 1_000_000, 1_000_000, 8),
+    ] {
+        for kind in [MaskKind::None, MaskKind::Causal { window: None }] {
+            let e = err(&s, MaskDesc::new(kind));
+            assert!(matches!(e, MaskError::TooLarge { .. }), "{e:?}");
+            assert!(
+                e.to_string()
+                    .contains("batch * heads * q_len exceeds u32::MAX query rows"),
+                "{e}"
+            );
+        }
+    }
+}

@@ -85,6 +85,13 @@ fn boolean(c: &Value, key: &str, why: &str) -> Result<bool, ModelError> {
     v.as_bool().ok_or_else(|| bad(key, v, "true or false"))
 }
 
+/// A token id from the config: a 32-bit value (never truncated).
+fn token_id(key: &str, x: u64) -> Result<u32, ModelError> {
+    u32::try_from(x).map_err(|_| {
+        ModelError::Config(format!("config.json `{key}` {x} is not a 32-bit token id"))
+    })
+}
+
 const DIFFERS: &str = "required: transformers and mlx-lm default it differently";
 
 impl Config {
@@ -192,11 +199,20 @@ impl Config {
             Some(Value::Array(a)) => a
                 .iter()
                 .filter_map(Value::as_u64)
-                .map(|x| x as u32)
-                .collect(),
-            Some(v) => v.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+                .map(|x| token_id("eos_token_id", x))
+                .collect::<Result<_, _>>()?,
+            Some(v) => match v.as_u64() {
+                Some(x) => vec![token_id("eos_token_id", x)?],
+                None => Vec::new(),
+            },
             None => vec![1],
         };
+        let bos = c
+            .get("bos_token_id")
+            .or_else(|| root.get("bos_token_id"))
+            .and_then(Value::as_u64)
+            .map(|x| token_id("bos_token_id", x))
+            .transpose()?;
         let cfg = Config {
             hidden: uint(c, "hidden_size")?,
             layers,
@@ -236,11 +252,7 @@ impl Config {
                 .get("max_position_embeddings")
                 .and_then(Value::as_u64)
                 .map_or(131072, |x| x as usize),
-            bos: c
-                .get("bos_token_id")
-                .or_else(|| root.get("bos_token_id"))
-                .and_then(Value::as_u64)
-                .map(|x| x as u32),
+            bos,
             eos,
         };
         cfg.check()?;
@@ -294,6 +306,40 @@ impl Config {
         }
         if self.sliding_window == 0 {
             return err("sliding_window must be positive".into());
+        }
+        // Sizes are multiplied together (MLP widths, table sizes, GPU offsets): each must fit
+        // 32 bits, so no product of two overflows.
+        for (key, v) in [
+            ("hidden_size", self.hidden),
+            ("num_hidden_layers", self.layers),
+            ("intermediate_size", self.intermediate),
+            ("num_attention_heads", self.heads),
+            ("head_dim", self.sliding.head_dim),
+            ("global_head_dim", self.full.head_dim),
+            ("num_key_value_heads", self.sliding.kv_heads),
+            ("num_global_key_value_heads", self.full.kv_heads),
+            ("vocab_size", self.vocab),
+            ("hidden_size_per_layer_input", self.ple_dim),
+            ("vocab_size_per_layer_input", self.ple_vocab),
+            ("sliding_window", self.sliding_window),
+            ("max_position_embeddings", self.max_positions),
+        ] {
+            if u32::try_from(v).is_err() {
+                return err(format!("{key} {v} is too large: sizes must fit 32 bits"));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return err(format!(
+                "rms_norm_eps {} must be finite and positive",
+                self.eps
+            ));
+        }
+        if let Some(c) = self.softcap
+            && !(c.is_finite() && c > 0.0)
+        {
+            return err(format!(
+                "final_logit_softcapping {c} must be finite and positive (or null for none)"
+            ));
         }
         // Per-layer inputs are gathered by token id from a table of `ple_vocab` rows.
         if self.ple_dim > 0 && self.ple_vocab < self.vocab {
@@ -399,4 +445,61 @@ fn global_shape(
         }
     }
     Ok(found.unwrap_or((0, kv_heads)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped model's config with `key` (at the top level or under `text_config`) set.
+    fn with(key: &str, v: Value) -> Result<Config, ModelError> {
+        let mut root: Value = serde_json::from_str(crate::shipped::CONFIG).expect("JSON");
+        let c = match root.get_mut("text_config") {
+            Some(t) if t.is_object() => t,
+            _ => &mut root,
+        };
+        c[key] = v;
+        Config::from_json(&root.to_string())
+    }
+
+    fn err(key: &str, v: Value) -> String {
+        match with(key, v) {
+            Ok(_) => panic!("{key}: accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Found by the `config` fuzz target: `mlp_width` doubled an intermediate size of 2^63.
+    #[test]
+    fn sizes_must_fit_32_bits() {
+        let e = err("intermediate_size", Value::from(1u64 << 63));
+        assert!(
+            e.contains("intermediate_size 9223372036854775808 is too large"),
+            "{e}"
+        );
+        let e = err("hidden_size", Value::from(1u64 << 32));
+        assert!(e.contains("hidden_size 4294967296 is too large"), "{e}");
+    }
+
+    #[test]
+    fn token_ids_are_never_truncated() {
+        let e = err("eos_token_id", Value::from(1u64 << 40));
+        assert!(
+            e.contains("`eos_token_id` 1099511627776 is not a 32-bit token id"),
+            "{e}"
+        );
+        let e = err("bos_token_id", Value::from(u64::MAX));
+        assert!(e.contains("`bos_token_id` 18446744073709551615"), "{e}");
+    }
+
+    #[test]
+    fn eps_and_softcap_must_be_positive() {
+        assert!(err("rms_norm_eps", Value::from(-1.0)).contains("rms_norm_eps -1 must be finite"));
+        let e = err("final_logit_softcapping", Value::from(0.0));
+        assert!(
+            e.contains("final_logit_softcapping 0 must be finite and positive"),
+            "{e}"
+        );
+        assert!(with("final_logit_softcapping", Value::Null).is_ok());
+    }
 }

@@ -7,8 +7,19 @@ pub enum OpError {
     HeadDim(usize),
     #[error("{q_heads} query heads is not a multiple of {kv_heads} key/value heads")]
     Heads { q_heads: usize, kv_heads: usize },
-    #[error("dimension `{name}` is zero: attention needs at least one {name}")]
-    ZeroDim { name: &'static str },
+    #[error("{op}: dimension `{name}` is zero: {op} needs at least one {name}")]
+    ZeroDim {
+        /// The op refusing the call (`attention`, `matmul`, ...).
+        op: &'static str,
+        name: &'static str,
+    },
+    /// One row of an attention call breaks a rule; `detail` names the offending values.
+    #[error("{op}: row {row}: {detail}")]
+    Row {
+        op: &'static str,
+        row: usize,
+        detail: String,
+    },
     #[error("tensor `{name}` has {actual} elements but shape {shape} needs {expected}")]
     Len {
         name: &'static str,

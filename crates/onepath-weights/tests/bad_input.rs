@@ -252,3 +252,36 @@ fn quantize_rejects_bad_arguments() {
     let q = quantize(&w, 1, 64, 64, 4, DType::BF16).unwrap();
     let _ = dequantize(&q);
 }
+
+/// Found by reading the `quant` fuzz target's reach (then fed to it): a quantized tensor of
+/// input size 0 needs no bytes for any number of rows, so a 26-byte record claimed 2^48 rows
+/// and dequantizing it looped for hours. Input size 0 is now refused.
+#[test]
+fn quantized_input_size_zero_is_refused() {
+    use onepath_weights::{DType, QuantParams, QuantizedTensor, quantize};
+    use std::borrow::Cow;
+    let p = QuantParams::new(32, 4, "t").unwrap();
+    let empty = || Cow::Owned(Vec::new());
+    let e = QuantizedTensor::new(
+        "t",
+        vec![1 << 48, 0],
+        p,
+        DType::F16,
+        empty(),
+        empty(),
+        empty(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("tensor `t`: shape [281474976710656, 0] has input size 0"),
+        "{e}"
+    );
+    let e = quantize(&[], 1 << 40, 0, 32, 4, DType::F16)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cols 0 is not a positive multiple of group size 32"),
+        "{e}"
+    );
+}

@@ -78,7 +78,7 @@ pub(crate) fn need(
     buf: &wgpu::Buffer,
     elems: usize,
 ) -> Result<(), OpError> {
-    if buf.size() < elems as u64 * 4 {
+    if u128::from(buf.size()) < elems as u128 * 4 {
         return Err(OpError::Len {
             name,
             shape: format!("{op}: {elems} values"),

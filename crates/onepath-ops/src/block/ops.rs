@@ -64,10 +64,10 @@ impl RmsNorm {
         out: &wgpu::Buffer,
     ) -> Result<Dispatch, OpError> {
         positive("rms_norm eps", eps)?;
-        need("rms_norm", "x", x, n * x_rows)?;
+        need("rms_norm", "x", x, n.saturating_mul(x_rows))?;
         need("rms_norm", "w", w, n)?;
         need("rms_norm", "idx", idx, rows)?;
-        need("rms_norm", "out", out, n * rows)?;
+        need("rms_norm", "out", out, n.saturating_mul(rows))?;
         let wgs = count("rms_norm", rows, 1)?;
         let p = NormParams {
             n: n as u32,
@@ -139,7 +139,7 @@ impl AddNorm {
         let (wb, out) = next.unwrap_or((&self.unused[0], &self.unused[1]));
         if next.is_some() {
             need("add_norm", "wb", wb, n)?;
-            need("add_norm", "out", out, n * rows)?;
+            need("add_norm", "out", out, n.saturating_mul(rows))?;
         }
         let wgs = count("add_norm", rows, 1)?;
         let p = AddNormParams {
@@ -173,7 +173,12 @@ fn view(
     width: usize,
 ) -> Result<(), OpError> {
     let (buf, stride, off) = v;
-    if off + width > stride || u32::try_from(stride * tokens).is_err() {
+    let fits = off.checked_add(width).is_some_and(|end| end <= stride);
+    if !fits
+        || stride
+            .checked_mul(tokens)
+            .is_none_or(|n| u32::try_from(n).is_err())
+    {
         return Err(OpError::Param {
             what: "row layout",
             value: format!("{op} {name}: {width} values at {off} in rows of {stride}"),
@@ -229,10 +234,21 @@ impl QPrep {
     ) -> Result<Dispatch, OpError> {
         positive("q_prep eps", eps)?;
         let d = self.d;
-        view("q_prep", "x", (x, stride, off), tokens, heads * d)?;
+        view(
+            "q_prep",
+            "x",
+            (x, stride, off),
+            tokens,
+            heads.saturating_mul(d),
+        )?;
         need("q_prep", "w", w, d)?;
-        need("q_prep", "rope", rope, tokens * d)?;
-        need("q_prep", "out", out, tokens * heads * d)?;
+        need("q_prep", "rope", rope, tokens.saturating_mul(d))?;
+        need(
+            "q_prep",
+            "out",
+            out,
+            tokens.saturating_mul(heads).saturating_mul(d),
+        )?;
         let wgs = count("q_prep", tokens, heads)?;
         let p = QParams {
             tokens: tokens as u32,
@@ -316,10 +332,10 @@ impl KvAppend {
     ) -> Result<Dispatch, OpError> {
         positive("kv_append eps", eps)?;
         let d = self.d;
-        view("kv_append", "k", b.k, tokens, heads * d)?;
-        view("kv_append", "v", b.v, tokens, heads * d)?;
+        view("kv_append", "k", b.k, tokens, heads.saturating_mul(d))?;
+        view("kv_append", "v", b.v, tokens, heads.saturating_mul(d))?;
         need("kv_append", "kw", b.kw, d)?;
-        need("kv_append", "rope", b.rope, tokens * d)?;
+        need("kv_append", "rope", b.rope, tokens.saturating_mul(d))?;
         need("kv_append", "slot", b.slot, tokens)?;
         if !slots.is_multiple_of(32) {
             return Err(OpError::Param {
@@ -328,7 +344,9 @@ impl KvAppend {
                 why: "the key-blocked K layout needs whole 32-row blocks",
             });
         }
-        let cache = heads * slots * d * self.kv_bytes / 4;
+        let cache = heads
+            .saturating_mul(slots)
+            .saturating_mul(d * self.kv_bytes / 4);
         need("kv_append", "K cache", b.k_cache, cache)?;
         need("kv_append", "V cache", b.v_cache, cache)?;
         let wgs = count("kv_append", tokens, heads)?;
@@ -386,13 +404,14 @@ impl GeluMul {
     ) -> Result<Dispatch, OpError> {
         if n == 0 {
             return Err(OpError::ZeroDim {
-                name: "gelu_mul column",
+                op: "gelu_mul",
+                name: "column",
             });
         }
         view("gelu_mul", "a", a, rows, n)?;
         view("gelu_mul", "b", b, rows, n)?;
         let ((a, a_stride, a_off), (b, b_stride, b_off)) = (a, b);
-        need("gelu_mul", "out", out, rows * n)?;
+        need("gelu_mul", "out", out, rows.saturating_mul(n))?;
         let elems = count("gelu_mul", rows, n)?;
         let wgs = elems.div_ceil(256);
         let p = GeluParams {
@@ -454,7 +473,7 @@ impl PleCombine {
         positive("ple eps", eps)?;
         positive("ple projection scale", proj_scale)?;
         positive("ple input scale", in_scale)?;
-        let all = tokens * layers * p;
+        let all = tokens.saturating_mul(layers).saturating_mul(p);
         need("ple_combine", "proj", proj, all)?;
         need("ple_combine", "tok", tok, all)?;
         need("ple_combine", "w", w, p)?;
@@ -514,7 +533,12 @@ impl SoftcapArgmax {
         if let Some(c) = softcap {
             positive("final soft-cap", c)?;
         }
-        need("softcap_argmax", "logits", logits, rows * vocab)?;
+        need(
+            "softcap_argmax",
+            "logits",
+            logits,
+            rows.saturating_mul(vocab),
+        )?;
         need("softcap_argmax", "ids", ids, rows)?;
         let blocks = vocab.div_ceil(ARGMAX_BLOCK);
         let rows32 = count("softcap_argmax", rows, 1)?;

@@ -77,11 +77,12 @@ impl EmbedGather {
         if tokens == 0 {
             return Ok(());
         }
-        if out.size() < (tokens * k * 4) as u64 || ids.size() < (tokens * 4) as u64 {
+        let elems = tokens.saturating_mul(k);
+        if (out.size() as u128) < elems as u128 * 4 || (ids.size() as u128) < tokens as u128 * 4 {
             return Err(OpError::Len {
-                name: "ids / out",
+                name: "gather ids / out",
                 shape: format!("{tokens} tokens x {k}"),
-                expected: tokens * k,
+                expected: elems,
                 actual: (out.size() / 4) as usize,
             });
         }

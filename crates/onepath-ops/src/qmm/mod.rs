@@ -332,10 +332,20 @@ fn check_call(
     y: &wgpu::Buffer,
 ) -> Result<(), OpError> {
     if m == 0 {
-        return Err(OpError::ZeroDim { name: "row of x" });
+        return Err(OpError::ZeroDim {
+            op: "matmul",
+            name: "row of x (M)",
+        });
     }
-    for (name, buf, elems, shape) in [("x", x, m * k, [m, k]), ("y", y, m * n, [m, n])] {
-        if buf.size() < (elems * 4) as u64 {
+    let too_big = || OpError::TooBig(format!("a {m}-row matmul of a [{n}, {k}] matrix"));
+    let x_elems = m.checked_mul(k).ok_or_else(too_big)?;
+    let y_elems = m.checked_mul(n).ok_or_else(too_big)?;
+    let bufs = [
+        ("matmul x", x, x_elems, [m, k]),
+        ("matmul y", y, y_elems, [m, n]),
+    ];
+    for (name, buf, elems, shape) in bufs {
+        if (buf.size() as u128) < elems as u128 * 4 {
             return Err(OpError::Len {
                 name,
                 shape: format!("{shape:?} f32"),
@@ -351,7 +361,7 @@ fn check_call(
             )));
         }
     }
-    if m.div_ceil(MT) > MAX_GRID as usize || (m * n) as u64 > u64::from(u32::MAX) {
+    if m.div_ceil(MT) > MAX_GRID as usize || y_elems as u64 > u64::from(u32::MAX) {
         return Err(OpError::TooBig(format!(
             "a {m}-row call of a {n}-row matrix (grid or 32-bit addressing)"
         )));
@@ -376,16 +386,19 @@ async fn run_batched(
     n: usize,
     prep: impl Fn(usize, &wgpu::Buffer, &wgpu::Buffer) -> Result<PreparedMatmul, OpError>,
 ) -> Result<Vec<f32>, OpError> {
-    if x.len() != m * k {
+    if Some(x.len()) != m.checked_mul(k) {
         return Err(OpError::Len {
             name: "x",
             shape: format!("[{m}, {k}]"),
-            expected: m * k,
+            expected: m.saturating_mul(k),
             actual: x.len(),
         });
     }
     if m == 0 {
-        return Err(OpError::ZeroDim { name: "row of x" });
+        return Err(OpError::ZeroDim {
+            op: "matmul",
+            name: "row of x (M)",
+        });
     }
     let per = host_batch(gpu, k, n);
     let mut out = Vec::with_capacity(m * n);

@@ -80,6 +80,7 @@ impl QWeights {
         }
         if q.rows() == 0 || q.cols() == 0 {
             return Err(OpError::ZeroDim {
+                op: "quantized matmul weights",
                 name: if q.rows() == 0 { "row" } else { "column" },
             });
         }
@@ -177,6 +178,7 @@ impl DenseWeights {
         }
         if rows == 0 || cols == 0 {
             return Err(OpError::ZeroDim {
+                op: "dense matmul weights",
                 name: if rows == 0 { "row" } else { "column" },
             });
         }

@@ -29,7 +29,9 @@ mod rect;
 mod workspace;
 
 pub use host::{KvData, key_blocks, key_blocks_len};
-pub use plan::{CHUNK, GROUP_ROWS, GROUP_WORDS, PAGE_KEYS, RowSpec, Wave, n_chunks, plan_rows};
+pub use plan::{
+    CHUNK, GROUP_ROWS, GROUP_WORDS, PAGE_KEYS, RowSpec, Wave, check_rows, n_chunks, plan_rows,
+};
 pub use rect::{Rect, rect_rows};
 pub use workspace::{PreparedIn, SdpaWorkspace};
 // SdpaPlan and SdpaBinding are defined below.
@@ -217,7 +219,7 @@ impl Sdpa {
         self.check_buffers(rows, kv_stride, &bufs)?;
         let mut own = SdpaWorkspace::new();
         let ws = ws.unwrap_or(&mut own);
-        let plan = self.plan(gpu, ws, rows, kv_stride, schedule)?;
+        let plan = self.plan_checked(gpu, ws, rows, kv_stride, schedule)?;
         self.bind(gpu, ws, &plan, bufs)
     }
 
@@ -235,10 +237,22 @@ impl Sdpa {
         schedule: Schedule,
     ) -> Result<SdpaPlan, OpError> {
         self.check_layout(rows, kv_stride)?;
+        self.plan_checked(gpu, ws, rows, kv_stride, schedule)
+    }
+
+    /// [`plan`](Self::plan) of rows that passed [`check_layout`](Self::check_layout).
+    fn plan_checked(
+        &self,
+        gpu: &Gpu,
+        ws: &mut SdpaWorkspace,
+        rows: &[RowSpec],
+        kv_stride: u32,
+        schedule: Schedule,
+    ) -> Result<SdpaPlan, OpError> {
         let d = self.config.head_dim as u32;
         let needs = self.needs(rows, kv_stride)?;
         let record = u64::from(d + 4) * 4;
-        let waves = plan_rows(rows, d, gpu.max_binding().min(256 << 20).max(record))?;
+        let waves = plan::plan_checked(rows, d, gpu.max_binding().min(256 << 20).max(record))?;
         let mut planned = Vec::with_capacity(waves.len());
         for (wi, w) in waves.iter().enumerate() {
             // Items 0..n_same_items run through the `same` kernel, the rest through the
@@ -418,27 +432,20 @@ impl Sdpa {
         }
     }
 
-    /// Keys are whole rows of head_dim values: the stride and every row's base must be
-    /// multiples of head_dim.
+    /// Every check of `rows` that needs no buffer: keys are whole rows of head_dim values (the
+    /// stride and every row's base are multiples of head_dim), every key set is one the
+    /// kernels can take ([`check_rows`]), and no two rows write overlapping outputs.
     fn check_layout(&self, rows: &[RowSpec], kv_stride: u32) -> Result<(), OpError> {
         let d = self.config.head_dim as u32;
         if !kv_stride.is_multiple_of(d) {
             return Err(OpError::Param {
-                what: "K/V stride",
-                value: format!("stride {kv_stride}"),
+                what: "attention K/V stride",
+                value: format!("{kv_stride} (head_dim {d})"),
                 why: "keys are whole rows of head_dim values: the stride and every row's base \
                       must be multiples of head_dim",
             });
         }
-        if let Some(r) = rows.iter().find(|r| !r.kv_base.is_multiple_of(d)) {
-            return Err(OpError::Param {
-                what: "row K/V base",
-                value: format!("base {} (stride {kv_stride})", r.kv_base),
-                why: "keys are whole rows of head_dim values: the stride and every row's base \
-                      must be multiples of head_dim",
-            });
-        }
-        Ok(())
+        check_rows(rows, d)
     }
 
     /// Bytes of q, K, V and output that `rows` reach (see [`SdpaPlan`]).
@@ -494,7 +501,7 @@ fn last_key_elem(r: &RowSpec, kv_stride: u32) -> Result<u64, OpError> {
     let pages = table
         .get((lo / PAGE_KEYS) as usize..=((hi - 1) / PAGE_KEYS) as usize)
         .ok_or_else(|| OpError::Param {
-            what: "page table",
+            what: "attention page table",
             value: format!("{} pages for keys up to {}", table.len(), hi - 1),
             why: "a row's keys must lie inside the pages of its table",
         })?;
@@ -515,10 +522,10 @@ struct Needs {
 impl Needs {
     fn check(&self, bufs: &SdpaBuffers<'_>) -> Result<(), OpError> {
         for (what, need, have) in [
-            ("q buffer", self.q, bufs.q.size()),
-            ("K buffer", self.k, bufs.k.size()),
-            ("V buffer", self.v, bufs.v.size()),
-            ("output buffer", self.out, bufs.out.size()),
+            ("attention q buffer", self.q, bufs.q.size()),
+            ("attention K buffer", self.k, bufs.k.size()),
+            ("attention V buffer", self.v, bufs.v.size()),
+            ("attention output buffer", self.out, bufs.out.size()),
         ] {
             if need > have {
                 return Err(OpError::Param {

@@ -75,9 +75,72 @@ pub struct Wave {
     pub n_partials: u32,
 }
 
+/// Checks what the kernels take on trust from `rows` (no buffer involved): every row's
+/// `kv_base` is a multiple of `head_dim`, every key set passes [`KeySet::check`] (a span has
+/// `lo <= hi`; a dense set's bit words cover exactly its span), and no two rows' outputs
+/// (`head_dim` values from `out_off`) overlap: the merge kernel writes them from different
+/// workgroups, so aliased outputs would race. O(rows) when the outputs come in increasing
+/// order, as every caller in this workspace writes them; O(rows log rows) otherwise.
+pub fn check_rows(rows: &[RowSpec], head_dim: u32) -> Result<(), OpError> {
+    let row_err = |row: usize, detail: String| OpError::Row {
+        op: "attention",
+        row,
+        detail,
+    };
+    let mut sorted = true;
+    let mut prev: Option<u32> = None;
+    for (i, r) in rows.iter().enumerate() {
+        if !r.kv_base.is_multiple_of(head_dim) {
+            return Err(row_err(
+                i,
+                format!(
+                    "kv_base {} is not a multiple of head_dim {head_dim} (keys are whole rows)",
+                    r.kv_base
+                ),
+            ));
+        }
+        r.keys.check().map_err(|e| row_err(i, e.to_string()))?;
+        if prev.is_some_and(|p| u64::from(r.out_off) < u64::from(p) + u64::from(head_dim)) {
+            sorted = false;
+        }
+        prev = Some(r.out_off);
+    }
+    if sorted {
+        return Ok(());
+    }
+    let mut by_out: Vec<(u32, usize)> = rows.iter().map(|r| r.out_off).zip(0..).collect();
+    by_out.sort_unstable();
+    for w in by_out.windows(2) {
+        let ((a, i), (b, j)) = (w[0], w[1]);
+        if u64::from(b) < u64::from(a) + u64::from(head_dim) {
+            let (first, second) = (i.min(j), i.max(j));
+            return Err(row_err(
+                second,
+                format!(
+                    "its output (out_off {}) overlaps row {first}'s (out_off {}): each row \
+                     writes head_dim = {head_dim} values, and two rows may not write the same one",
+                    rows[second].out_off, rows[first].out_off
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Plans `rows` into waves. `head_dim` sets the partial record size; `max_partial_bytes` caps
-/// each wave's partial buffer (a binding limit), so any number of rows can run.
+/// each wave's partial buffer (a binding limit), so any number of rows can run. The rows are
+/// checked first ([`check_rows`]).
 pub fn plan_rows(
+    rows: &[RowSpec],
+    head_dim: u32,
+    max_partial_bytes: u64,
+) -> Result<Vec<Wave>, OpError> {
+    check_rows(rows, head_dim)?;
+    plan_checked(rows, head_dim, max_partial_bytes)
+}
+
+/// [`plan_rows`] of rows that passed [`check_rows`].
+pub(crate) fn plan_checked(
     rows: &[RowSpec],
     head_dim: u32,
     max_partial_bytes: u64,
@@ -110,7 +173,8 @@ pub fn plan_rows(
 
 /// Number of chunks of a key set: its index range [lo, hi) cut every `CHUNK` keys from `lo`.
 pub fn n_chunks(keys: &KeySet) -> u32 {
-    (keys.hi() - keys.lo()).div_ceil(CHUNK)
+    // Saturating: a set with lo > hi is refused by `check_rows`, never planned.
+    keys.hi().saturating_sub(keys.lo()).div_ceil(CHUNK)
 }
 
 fn plan_wave(rows: &[RowSpec]) -> Result<Wave, OpError> {
@@ -272,6 +336,14 @@ fn plan_wave(rows: &[RowSpec]) -> Result<Wave, OpError> {
 mod tests {
     use super::*;
 
+    /// Gives each row its own output (`plan_rows` refuses overlapping ones).
+    fn distinct(mut rows: Vec<RowSpec>) -> Vec<RowSpec> {
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.out_off = i as u32 * 64;
+        }
+        rows
+    }
+
     fn row(kv_base: u32, lo: u32, hi: u32) -> RowSpec {
         RowSpec {
             q_off: 0,
@@ -280,6 +352,42 @@ mod tests {
             keys: KeySet::Span { lo, hi },
             pages: None,
         }
+    }
+
+    #[test]
+    fn bad_rows_are_refused_naming_the_row_and_value() {
+        let err = |rows: Vec<RowSpec>| plan_rows(&rows, 64, u64::MAX).unwrap_err().to_string();
+        let e = err(distinct(vec![row(0, 0, 4), row(0, 5, 3)]));
+        assert!(
+            e.contains("attention: row 1") && e.contains("lo 5 > hi 3"),
+            "{e}"
+        );
+        assert!(!e.contains("bytes"), "blamed the partials: {e}");
+        let mut dense = row(0, 0, 0);
+        dense.keys = KeySet::Dense {
+            lo: 0,
+            hi: 290,
+            bits: vec![0b101],
+        };
+        let e = err(vec![dense]);
+        assert!(e.contains("row 0") && e.contains("cover 64 keys") && e.contains("290"));
+        let e = err(vec![row(0, 0, 4), row(0, 0, 4)]);
+        assert!(e.contains("row 1") && e.contains("out_off 0") && e.contains("overlaps row 0"));
+        // Overlapping, not equal, and out of order.
+        let mut rows = distinct(vec![row(0, 0, 4), row(0, 0, 4), row(0, 0, 4)]);
+        rows[0].out_off = 160;
+        rows[2].out_off = 130;
+        let e = err(rows);
+        assert!(
+            e.contains("row 2") && e.contains("out_off 130") && e.contains("row 0"),
+            "{e}"
+        );
+        let e = err(vec![row(65, 0, 4)]);
+        assert!(e.contains("row 0") && e.contains("kv_base 65") && e.contains("head_dim 64"));
+        // Adjacent outputs, in any order, are fine.
+        let mut rows = distinct(vec![row(0, 0, 4), row(0, 0, 4), row(0, 0, 4)]);
+        rows.swap(0, 2);
+        assert!(plan_rows(&rows, 64, u64::MAX).is_ok());
     }
 
     #[test]
@@ -305,7 +413,7 @@ mod tests {
     #[test]
     fn rows_sharing_sequence_and_first_key_share_a_group_of_at_most_eight() {
         let rows: Vec<RowSpec> = (0..10).map(|_| row(0, 0, 300)).collect();
-        let w = &plan_rows(&rows, 64, u64::MAX).unwrap()[0];
+        let w = &plan_rows(&distinct(rows.clone()), 64, u64::MAX).unwrap()[0];
         assert_eq!(w.rows_off as usize, 2 * GROUP_WORDS);
         assert_eq!(w.plan[2], 8);
         assert_eq!(w.plan[GROUP_WORDS + 2], 2);
@@ -316,7 +424,7 @@ mod tests {
     #[test]
     fn different_first_keys_split_groups_and_empty_rows_join_none() {
         let rows = vec![row(0, 0, 10), row(0, 1, 10), row(0, 0, 0), row(64, 1, 10)];
-        let w = &plan_rows(&rows, 64, u64::MAX).unwrap()[0];
+        let w = &plan_rows(&distinct(rows.clone()), 64, u64::MAX).unwrap()[0];
         assert_eq!(w.rows_off as usize, 3 * GROUP_WORDS);
         let empty = w.rows_off as usize + 2 * ROW_WORDS;
         assert_eq!(w.plan[empty + 4], 0, "an empty row has no chunk");
@@ -331,7 +439,7 @@ mod tests {
             row(64, 0, 520),
             row(64, 0, 520),
         ];
-        let w = &plan_rows(&rows, 64, u64::MAX).unwrap()[0];
+        let w = &plan_rows(&distinct(rows.clone()), 64, u64::MAX).unwrap()[0];
         assert_eq!(w.plan[4], 0, "group 0 is mixed");
         assert_eq!(w.plan[GROUP_WORDS + 4], 1, "group 1 attends one span");
         assert_eq!(w.n_items, 3 + 3);
@@ -358,7 +466,7 @@ mod tests {
         let rows: Vec<RowSpec> = (0..9).map(|i| row(0, 0, 100 + 200 * i)).collect();
         let record = (64 + 4) * 4;
         // The largest row (hi = 1700) needs 7 partials; cap waves at 8.
-        let waves = plan_rows(&rows, 64, 8 * record).unwrap();
+        let waves = plan_rows(&distinct(rows.clone()), 64, 8 * record).unwrap();
         assert!(waves.len() > 1);
         assert!(
             waves

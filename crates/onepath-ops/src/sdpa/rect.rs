@@ -45,7 +45,10 @@ impl Rect {
             ("head_dim", self.head_dim),
         ] {
             if v == 0 {
-                return Err(OpError::ZeroDim { name });
+                return Err(OpError::ZeroDim {
+                    op: "attention",
+                    name,
+                });
             }
         }
         if !self.q_heads.is_multiple_of(self.kv_heads) {
@@ -54,7 +57,14 @@ impl Rect {
                 kv_heads: self.kv_heads,
             });
         }
-        if self.q_elems().max(self.kv_elems()) > u32::MAX as usize {
+        let elems = |dims: [usize; 4]| {
+            dims.iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&n| n <= u32::MAX as usize)
+        };
+        let q = [self.batch, self.q_heads, self.q_len, self.head_dim];
+        let kv = [self.batch, self.kv_heads, self.kv_len, self.head_dim];
+        if elems(q).is_none() || elems(kv).is_none() {
             return Err(OpError::TooBig(format!("{self:?}")));
         }
         Ok(())

@@ -78,10 +78,10 @@ pub fn quantize(
             format!("{} values given for a [{rows}, {cols}] matrix", w.len()),
         ));
     }
-    if !cols.is_multiple_of(group_size) {
+    if cols == 0 || !cols.is_multiple_of(group_size) {
         return Err(invalid(
             "quantize",
-            format!("cols {cols} is not a multiple of group size {group_size}"),
+            format!("cols {cols} is not a positive multiple of group size {group_size}"),
         ));
     }
     // Groups are independent, so rows are quantized in chunks, one per thread (none spawned

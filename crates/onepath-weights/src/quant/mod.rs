@@ -93,6 +93,14 @@ impl<'a> QuantizedTensor<'a> {
         })?;
         let rows = lead.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         let rows = rows.ok_or_else(|| invalid(&name, format!("shape {shape:?} overflows")))?;
+        if cols == 0 {
+            // Zero inputs per row would let a tiny header claim any number of rows, each
+            // free to store and slow to visit.
+            return Err(WeightsError::Shape {
+                tensor: name,
+                detail: format!("shape {shape:?} has input size 0 (at least one group needed)"),
+            });
+        }
         if !cols.is_multiple_of(params.group_size) {
             return Err(WeightsError::Shape {
                 tensor: name,
