@@ -27,7 +27,10 @@ echo "ONEPATH_GEMMA_TOKENIZER=$ONEPATH_GEMMA_TOKENIZER"
 step "cargo test (default backend)"
 cargo build --quiet -p onepath-cli
 target/debug/onepath info || { echo "no GPU adapter: see the message above" >&2; exit 1; }
-cargo test --workspace
+cargo test --workspace --exclude onepath-fuzz
+
+step "fuzz smoke (crates/onepath-fuzz: every target, 5000 inputs each)"
+cargo test -p onepath-fuzz
 
 step "examples (each checks its own bitwise claims and fails if one does not hold)"
 cargo run --quiet --example sdpa
@@ -53,10 +56,19 @@ else
     echo "no GL adapter on this machine: GL backend not tested here"
 fi
 
-step "wasm32 build (runtime, masks, weights, reference, ops, text, model)"
+step "wasm32 build (runtime, masks, weights, reference, ops, text, model, engine, bindings)"
 cargo build --quiet --target wasm32-unknown-unknown \
     -p onepath-gpu -p onepath-mask -p onepath-weights -p onepath-ref -p onepath-ops -p onepath-text \
-    -p onepath-model
+    -p onepath-model -p onepath-engine -p onepath-wasm
+
+# Installs chromium (apt), playwright-core (npm ci) and wasm-bindgen-cli (cargo install) if
+# missing; keeps a screenshot and the browser's logits under web/test-output/.
+step "browser: headless Chromium (WebGPU on SwiftShader) against native (web/test.sh)"
+web/test.sh
+
+step "cross-backend report (Vulkan vs GL vs the browser's logits)"
+target/debug/onepath crosscheck --model tests/fixtures/gemma4/a-q4 \
+    --browser-logits web/test-output/browser-logits.safetensors
 
 echo
 echo "all checks passed"

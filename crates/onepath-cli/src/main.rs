@@ -5,6 +5,7 @@ mod bench_bw;
 mod bench_decode;
 mod bench_dispatch;
 mod bench_qmm;
+mod bench_serve;
 mod bench_step;
 mod crosscheck;
 mod generate;
@@ -233,6 +234,25 @@ enum BenchWhat {
         #[arg(long)]
         profile: bool,
     },
+    /// The engine under Poisson arrivals on the E2B-shaped random 4-bit model: aggregate
+    /// tokens/s, time to first token and inter-token latency p50/p99 per concurrency level.
+    Serve {
+        /// Layers (35 is E2B; fewer for a quick run).
+        #[arg(long, default_value_t = 35)]
+        layers: usize,
+        /// Concurrency levels (comma-separated): most requests running at once.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 32, 64])]
+        concurrency: Vec<usize>,
+        /// Prompt tokens per request.
+        #[arg(long, default_value_t = 128)]
+        prompt: usize,
+        /// New tokens per request (no stop).
+        #[arg(long, default_value_t = 128)]
+        new_tokens: usize,
+        /// Offered load: the arrival rate over what C requests at a time complete.
+        #[arg(long, default_value_t = 1.0)]
+        load: f64,
+    },
     /// Decode attention: batch 1, 8, 32; 8 query heads on 1 KV head; head_dim 256 and 512;
     /// 4096 and 32768 keys; f16 K/V.
     Sdpa {
@@ -445,6 +465,26 @@ fn run(cli: Cli, prompts: Vec<generate::Prompt>) -> Result<ExitCode, Box<dyn std
                 prompt,
                 prefill,
                 profile,
+            },
+            cli.json,
+        ),
+        Command::Bench {
+            what:
+                BenchWhat::Serve {
+                    layers,
+                    concurrency,
+                    prompt,
+                    new_tokens,
+                    load,
+                },
+        } => bench_serve::run(
+            gpu,
+            &bench_serve::ServeBenchArgs {
+                layers,
+                concurrency,
+                prompt,
+                new_tokens,
+                load,
             },
             cli.json,
         ),

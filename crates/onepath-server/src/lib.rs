@@ -131,6 +131,17 @@ pub async fn serve(
     result
 }
 
+/// Parses a request body exactly as the handlers do, without running it: `Ok` if it would be
+/// accepted, else the error message a client would get (the fuzzer's entry).
+pub fn check_body(chat: bool, body: &[u8]) -> Result<(), String> {
+    let r = if chat {
+        api::from_json::<ChatBody>(body).and_then(ChatBody::parse)
+    } else {
+        api::from_json::<CompletionBody>(body).and_then(CompletionBody::parse)
+    };
+    r.map(|_| ()).map_err(|e| e.message)
+}
+
 fn router(state: Shared, body_limit: usize) -> Router {
     Router::new()
         .route("/v1/completions", post(completions))

@@ -1,15 +1,15 @@
 //! The fuzz targets. Each takes bytes, drives one public parser with them and returns its
 //! outcome; a panic, a hang or a huge allocation is a bug in that parser's crate.
 //!
-//! To add a target (the HTTP server's request bodies, once `onepath-server` parses them): write
-//! a `fn(&[u8]) -> Outcome` and a seed list in a module here, and add a [`Target`] to
-//! [`TARGETS`] at the place marked `SERVER`. `scripts/fuzz.sh` and the smoke test run every
-//! target in the list.
+//! To add a target: write a `fn(&[u8]) -> Outcome` and a seed list in a module here, and add a
+//! [`Target`] to [`TARGETS`]. `scripts/fuzz.sh` and the smoke test run every target in the
+//! list.
 
 use crate::Outcome;
 
 pub mod config;
 pub mod mask;
+pub mod server;
 pub mod text;
 pub mod weights;
 
@@ -84,9 +84,14 @@ pub const TARGETS: &[Target] = &[
         generate: None,
         run: text::tokenizer_target,
     },
-    // SERVER: the HTTP server's request-body target goes here, e.g.
-    // Target { name: "request", about: "POST /v1/completions bodies", parser: true,
-    //          seeds: server::seeds, generate: None, run: server::request },
+    Target {
+        name: "request",
+        about: "the server's request bodies (POST /v1/completions and /v1/chat/completions)",
+        parser: true,
+        seeds: server::seeds,
+        generate: None,
+        run: server::request,
+    },
 ];
 
 /// The target named `name`.
