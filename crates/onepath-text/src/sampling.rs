@@ -287,6 +287,32 @@ pub fn top_logprobs(logits: &[f32], n: usize) -> Result<Vec<(u32, f64)>, SampleE
         .collect())
 }
 
+/// The log-probability of token `id` at temperature 1, by the same formula as
+/// [`top_logprobs`] (so the two agree bit for bit); `-inf` for a masked token.
+/// Errors as in [`top_logprobs`], and for an `id` outside the logits.
+pub fn token_logprob(logits: &[f32], id: u32) -> Result<f64, SampleError> {
+    let (m, lse) = log_sum_exp(logits)?;
+    let l = *logits
+        .get(id as usize)
+        .ok_or(SampleError::TokenOutOfRange {
+            id,
+            vocab: logits.len(),
+        })?;
+    Ok((l + 0.0) as f64 - m - lse)
+}
+
+/// `(M, ln Σ exp(l - M))` over the finite logits in id order, `M` the largest.
+fn log_sum_exp(logits: &[f32]) -> Result<(f64, f64), SampleError> {
+    check_logits(logits, None)?;
+    let m = logits[argmax(logits) as usize] as f64;
+    let sum: f64 = logits
+        .iter()
+        .filter(|l| l.is_finite())
+        .map(|&l| (l as f64 - m).exp())
+        .sum();
+    Ok((m, sum.ln()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,30 +352,4 @@ mod tests {
             vec![9, 2, 5, 3, 7]
         );
     }
-}
-
-/// The log-probability of token `id` at temperature 1, by the same formula as
-/// [`top_logprobs`] (so the two agree bit for bit); `-inf` for a masked token.
-/// Errors as in [`top_logprobs`], and for an `id` outside the logits.
-pub fn token_logprob(logits: &[f32], id: u32) -> Result<f64, SampleError> {
-    let (m, lse) = log_sum_exp(logits)?;
-    let l = *logits
-        .get(id as usize)
-        .ok_or(SampleError::TokenOutOfRange {
-            id,
-            vocab: logits.len(),
-        })?;
-    Ok((l + 0.0) as f64 - m - lse)
-}
-
-/// `(M, ln Σ exp(l - M))` over the finite logits in id order, `M` the largest.
-fn log_sum_exp(logits: &[f32]) -> Result<(f64, f64), SampleError> {
-    check_logits(logits, None)?;
-    let m = logits[argmax(logits) as usize] as f64;
-    let sum: f64 = logits
-        .iter()
-        .filter(|l| l.is_finite())
-        .map(|&l| (l as f64 - m).exp())
-        .sum();
-    Ok((m, sum.ln()))
 }
