@@ -11,9 +11,9 @@ gunzip -c .devbin/onepath.gz > .devbin/onepath && chmod +x .devbin/onepath
 op=.devbin/onepath
 r=$OUT
 $op info > "$r/info.txt" 2>&1
-$op --json bench decode --batch 1,8,32,64 --steps 24 > "$r/onepath_decode.json" 2> "$r/onepath_decode.err"
+$op --json bench decode --batch 8,32,64 --steps 24 > "$r/onepath_decode.json" 2> "$r/onepath_decode.err"
 $op --json bench serve > "$r/onepath_serve.json" 2> "$r/onepath_serve.err"
-(cd bench/peers && PYTHONUNBUFFERED=1 timeout 220 python3 torch_serve.py --level-budget 20) > "$r/torch_serve.json" 2> "$r/torch_serve.err"
+(cd bench/peers && PYTHONUNBUFFERED=1 timeout 200 python3 torch_serve.py --level-budget 20) > "$r/torch_serve.json" 2> "$r/torch_serve.err"
 tail -5 "$r/torch_serve.err"
 python3 - "$r" <<'PY'
 import json, sys
