@@ -10,10 +10,13 @@ cd "$(dirname "$0")/../.."
 gunzip -c .devbin/onepath.gz > .devbin/onepath && chmod +x .devbin/onepath
 op=.devbin/onepath
 r=$OUT
+# LEVELS (default 1,8,32,64) and PEER_BUDGET (seconds per peer level, default 20) shorten a run.
+levels="${LEVELS:-1,8,32,64}"
+budget="${PEER_BUDGET:-20}"
 $op info > "$r/info.txt" 2>&1
-$op --json bench decode --batch 8,32,64 --steps 24 > "$r/onepath_decode.json" 2> "$r/onepath_decode.err"
-$op --json bench serve > "$r/onepath_serve.json" 2> "$r/onepath_serve.err"
-(cd bench/peers && PYTHONUNBUFFERED=1 timeout 200 python3 torch_serve.py --level-budget 20) > "$r/torch_serve.json" 2> "$r/torch_serve.err"
+$op --json bench decode --batch "$levels" --steps 24 > "$r/onepath_decode.json" 2> "$r/onepath_decode.err"
+$op --json bench serve --concurrency "$levels" > "$r/onepath_serve.json" 2> "$r/onepath_serve.err"
+(cd bench/peers && PYTHONUNBUFFERED=1 timeout 200 python3 torch_serve.py "$levels" --level-budget "$budget") > "$r/torch_serve.json" 2> "$r/torch_serve.err"
 tail -5 "$r/torch_serve.err"
 python3 - "$r" <<'PY'
 import json, sys
