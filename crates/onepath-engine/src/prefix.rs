@@ -218,17 +218,9 @@ impl PrefixCache {
 
     /// Lets go of every cached page.
     pub fn clear(&mut self, kv: &mut KvCache) {
-        // Leaves first keeps the child counts consistent; order does not matter for pages.
         let keys: Vec<u64> = self.entries.keys().copied().collect();
         for k in keys {
-            if let Some(e) = self.entries.remove(&k) {
-                if let Some(p) = e.full {
-                    kv.release(Kind::Full, e.buffer.0, p);
-                }
-                if let Some(p) = e.sliding.filter(|&p| p != FREED) {
-                    kv.release(Kind::Sliding, e.buffer.1, p);
-                }
-            }
+            self.remove(kv, k);
         }
     }
 

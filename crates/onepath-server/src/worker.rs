@@ -65,18 +65,15 @@ pub fn run(mut engine: Engine, rx: Receiver<Cmd>, metrics: Arc<Mutex<Metrics>>) 
                     }
                 }
                 Cmd::Cancel(id) => cancel(&mut engine, &mut subs, id, &metrics),
-                Cmd::CancelAll => {
+                Cmd::CancelAll | Cmd::Stop => {
+                    let stop = matches!(cmd, Cmd::Stop);
                     let ids: Vec<RequestId> = subs.keys().copied().collect();
                     for id in ids {
                         cancel(&mut engine, &mut subs, id, &metrics);
                     }
-                }
-                Cmd::Stop => {
-                    let ids: Vec<RequestId> = subs.keys().copied().collect();
-                    for id in ids {
-                        cancel(&mut engine, &mut subs, id, &metrics);
+                    if stop {
+                        return;
                     }
-                    return;
                 }
             }
         }
